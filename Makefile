@@ -1,0 +1,39 @@
+# omopflow: `make demo` and `make test` are the two commands a newcomer needs.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export SPARK_LOCAL_IP ?= 127.0.0.1
+export PYSPARK_PYTHON ?= $(abspath $(PY))
+export GX_ANALYTICS_ENABLED ?= false
+export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
+
+.PHONY: help setup demo test lint types unit clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed ## create .venv/ from the pinned dependencies
+
+demo: setup ## run the whole batch on the shipped sample (output in ./out/demo)
+	$(VENV)/bin/omopflow demo
+
+lint: setup ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+types: setup ## mypy
+	$(VENV)/bin/mypy
+
+unit: setup ## the test suite
+	$(VENV)/bin/pytest
+
+test: lint types unit ## lint, types and tests: what CI runs
+
+clean: ## remove build outputs (keeps .venv)
+	rm -rf out build .pytest_cache .mypy_cache

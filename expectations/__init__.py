@@ -1,0 +1,1 @@
+"""Great Expectations suites per OMOP table and the validation gate."""

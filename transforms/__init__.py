@@ -1,0 +1,1 @@
+"""FHIR to OMOP: flattening views, one module per OMOP target table, derived tables."""

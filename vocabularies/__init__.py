@@ -1,0 +1,1 @@
+"""OMOP vocabularies: Athena release loading, source-to-standard map, domain routing."""
