@@ -2,7 +2,8 @@
 
 Every published table goes through `conform`, so column names, order and types are those
 of the spec whatever a transform produced. Ids (`*_id`) are 64-bit integers, as DESIGN.md
-asks; other integers stay 32-bit.
+asks; other integers stay 32-bit. Datetimes are wall-clock times in the run's one timezone,
+stored without a zone (Spark TIMESTAMP_NTZ, Parquet isAdjustedToUTC=false), as OMOP's are.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def spark_type(field: CdmField) -> DataType:
         "bigint": T.LongType(),
         "float": T.DoubleType(),
         "date": T.DateType(),
-        "datetime": T.TimestampType(),
+        "datetime": T.TimestampNTZType(),
     }.get(field.datatype, T.StringType())
 
 

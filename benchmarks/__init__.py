@@ -1,0 +1,1 @@
+"""Benchmark tooling: the scale-up data generator and the bare-parse baseline."""

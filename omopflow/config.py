@@ -1,0 +1,34 @@
+"""Run configuration: one frozen object built by the CLI (or a DAG) and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_SITE = "default"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    input_dir: Path
+    vocab_dirs: tuple[Path, ...]
+    out_dir: Path
+    site: str = DEFAULT_SITE
+    restricted_dir: Path | None = None
+    timezone: str = "UTC"
+    # Gap (days) up to which two spans of a person's events join into one observation period.
+    observation_period_gap_days: int = 365
+    source: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def restricted(self) -> Path:
+        """Crosswalk, quarantine and keys: never inside the published warehouse."""
+        return self.restricted_dir or self.out_dir / "restricted"
+
+    @property
+    def vocab_cache(self) -> Path:
+        return self.out_dir / "vocabulary"
+
+    @property
+    def staging_root(self) -> Path:
+        return self.out_dir / "staging"

@@ -1,0 +1,217 @@
+"""One batch run: stage -> map -> validate -> publish, with the ledger proving each step.
+
+The SparkSession is passed in. State that must switch together (site staging, crosswalk,
+release) is written as new versions first and switched by pointers at the end, so a crash
+anywhere leaves the last good release intact and the next run finishes the job.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omopflow import __version__, cdm, ledger, publish
+from omopflow.config import RunConfig
+from omopflow.errors import LedgerMismatch, RunLocked, UsageError
+from omopflow.ids import IdAllocator
+from omopflow.landing import discover
+from omopflow.staging import StagingPaths, stage
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from transforms.base import TableOutput
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    release: Path | None
+    ledger: dict[str, Any]
+    ledger_path: Path
+    rows: dict[str, int] = field(default_factory=dict)
+    catalog: Path | None = None
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+@contextmanager
+def warehouse_lock(out_dir: Path) -> Iterator[None]:
+    """One run per warehouse at a time; a second one is refused, not queued."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLocked(f"another omopflow run holds the lock on {out_dir}") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def check_folders(config: RunConfig) -> None:
+    if not config.input_dir.is_dir():
+        raise UsageError(f"input folder not found: {config.input_dir}")
+    for vocab in config.vocab_dirs:
+        if not vocab.is_dir():
+            raise UsageError(f"vocabulary folder not found: {vocab}")
+    out = config.out_dir
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"output path exists and is not a folder: {out}")
+    probe = out if out.exists() else out.parent
+    if probe.exists() and not _writable(probe):
+        raise UsageError(f"output folder is not writable: {out}")
+
+
+def _writable(folder: Path) -> bool:
+    import os
+
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def run(
+    spark: SparkSession,
+    config: RunConfig,
+    pseudonym_key: bytes,
+    progress: Progress = lambda _msg: None,
+) -> RunResult:
+    check_folders(config)
+    with warehouse_lock(config.out_dir):
+        return _run_locked(spark, config, pseudonym_key, progress)
+
+
+def _run_locked(
+    spark: SparkSession, config: RunConfig, key: bytes, progress: Progress
+) -> RunResult:
+    run_id = new_run_id()
+    out = config.out_dir
+    build = out / "build" / run_id
+    record: dict[str, Any] = {
+        "run_id": run_id,
+        "software": f"omopflow {__version__}",
+        "site": config.site,
+        "input": str(config.input_dir),
+        "timings_s": {},
+    }
+    timings = record["timings_s"]
+
+    progress("staging")
+    started = time.monotonic()
+    site_root = config.staging_root / config.site
+    previous = publish.read_pointer(site_root)
+    staging_paths = StagingPaths(
+        work=build / "_work",
+        previous=site_root / previous if previous else None,
+        target=site_root / run_id,
+        quarantine=config.restricted / "quarantine" / run_id,
+    )
+    record["staging"] = stage(spark, discover(config.input_dir), config.site, staging_paths)
+    timings["stage"] = round(time.monotonic() - started, 2)
+
+    progress("loading vocabulary")
+    started = time.monotonic()
+    vocab, vocab_meta = _load_vocabulary(spark, config)
+    record["vocabulary"] = vocab_meta
+    timings["vocabulary"] = round(time.monotonic() - started, 2)
+
+    progress("mapping")
+    started = time.monotonic()
+    crosswalk_root = config.restricted / "crosswalk"
+    crosswalk_now = publish.read_pointer(crosswalk_root)
+    ids = IdAllocator.open(spark, crosswalk_root / crosswalk_now if crosswalk_now else None)
+    site_dirs = _site_staging_dirs(config, run_id)
+    outputs, read_types, staged = _map(spark, config, site_dirs, ids, key, vocab)
+    rows = {}
+    for output in outputs:
+        progress(f"writing {output.table}")
+        rows[output.table] = publish.write_table(
+            cdm.conform(output.rows, output.table), output.table, build / output.table
+        )
+    from transforms.registry import NOT_MAPPED_REASON
+
+    record["mapping"] = ledger.mapping_section(staged, read_types, outputs, NOT_MAPPED_REASON)
+    record["rows"] = rows
+    timings["map"] = round(time.monotonic() - started, 2)
+
+    problems = ledger.check(record)
+    record["ledger_problems"] = problems
+    ledger_path = out / "runs" / f"{run_id}.json"
+    if problems:
+        ledger.write(record, ledger_path)
+        raise LedgerMismatch("the ledger does not add up: " + "; ".join(problems))
+
+    progress("publishing")
+    started = time.monotonic()
+    ids.write(crosswalk_root / run_id)
+    publish.switch_pointer(crosswalk_root, run_id)
+    publish.switch_pointer(site_root, run_id)
+    shutil.rmtree(build / "_work", ignore_errors=True)
+    ledger.write(record, build / "ledger.json")
+    release = publish.publish_release(out, run_id, build)
+    catalog = publish.write_catalog(out, sorted(rows))
+    timings["publish"] = round(time.monotonic() - started, 2)
+    ledger.write(record, ledger_path)
+    ledger.write(record, release / "ledger.json")
+    return RunResult(run_id, release, record, ledger_path, rows, catalog)
+
+
+def _site_staging_dirs(config: RunConfig, run_id: str) -> list[Path]:
+    """This run's staging for its site, and the published staging of every other site."""
+    dirs = [config.staging_root / config.site / run_id]
+    if config.staging_root.is_dir():
+        for site_root in sorted(p for p in config.staging_root.iterdir() if p.is_dir()):
+            pointer = publish.read_pointer(site_root)
+            if site_root.name != config.site and pointer:
+                dirs.append(site_root / pointer)
+    return dirs
+
+
+def _load_vocabulary(spark: SparkSession, config: RunConfig) -> tuple[Any, dict[str, str]]:
+    from vocabularies.athena import load_release
+    from vocabularies.mapping import build_maps
+
+    release = load_release(spark, list(config.vocab_dirs), config.vocab_cache)
+    meta = {"version": release.version, "fingerprint": release.fingerprint}
+    return build_maps(spark, release), meta
+
+
+def _map(
+    spark: SparkSession,
+    config: RunConfig,
+    site_dirs: list[Path],
+    ids: IdAllocator,
+    key: bytes,
+    vocab: Any,
+) -> tuple[list[TableOutput], list[str], dict[str, DataFrame]]:
+    from omopflow.fhir_schema import RESOURCE_TYPES
+    from omopflow.staging import read_staged
+    from transforms.base import MappingContext
+    from transforms.registry import TABLE_MODULES
+
+    ctx = MappingContext(spark, config, site_dirs, ids, key, vocab)
+    outputs = []
+    for module in TABLE_MODULES:
+        output = module.build(ctx)
+        ctx.outputs[output.table] = output.rows
+        outputs.append(output)
+    # Types nobody read are still accounted for, as "not mapped".
+    read_types = list(ctx._staged)
+    present = sorted({p.name for d in site_dirs if d.is_dir() for p in d.iterdir() if p.is_dir()})
+    staged = {
+        t: ctx._staged.get(t) or read_staged(spark, site_dirs, t)
+        for t in present
+        if t in RESOURCE_TYPES
+    }
+    return outputs, read_types, staged

@@ -1,0 +1,456 @@
+"""Stage: every input item becomes a typed FHIR resource or a quarantine entry with a reason.
+
+An *item* is an NDJSON line, a JSON file holding one resource, or one entry of a Bundle
+(Bundles are expanded one level; `urn:uuid:` references between entries are rewritten to
+`Type/id`). Items are validated on a small header (resourceType, id, meta.lastUpdated),
+written once, partitioned by resource type, then parsed with the explicit R4 schema of their
+type and merged into the site's staging: the latest version of each (site, type, id) wins,
+by `meta.lastUpdated`, and Bundle `DELETE` entries leave tombstones that hide the resource.
+
+Staged tables keep the original JSON (`_json`), so nothing the hospital sent is lost even
+when an element is unknown to R4, and a later schema can re-parse it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from omopflow.fhir_schema import RESOURCE_TYPES, resource_schema
+from omopflow.landing import Discovery
+from omopflow.records import read_records
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+LINEAGE = ("_site", "_export", "_file", "_line", "_entry")
+STAGED_META = (*LINEAGE, "_resource_type", "id", "_last_updated", "_deleted", "_json")
+QUARANTINE_COLUMNS = (*LINEAGE, "reason", "detail", "raw")
+QUARANTINE_BUCKET = "_quarantine"
+SCHEMA_FAILURE = "does not match the FHIR R4 schema"
+REPLACEMENT_CHAR = "\ufffd"  # what the UTF-8 decoder leaves where bytes were invalid
+
+HEADER_SCHEMA = "resourceType string, id string, meta struct<lastUpdated:string>, _corrupt string"
+BUNDLE_SCHEMA = (
+    "type string, timestamp string, meta struct<lastUpdated:string>, "
+    "entry array<struct<fullUrl:string, resource:string, "
+    "request:struct<method:string, url:string>>>, _corrupt string"
+)
+CORRUPT = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"}
+
+
+@dataclass(frozen=True)
+class StagingResult:
+    resource_types: tuple[str, ...]
+    counts: dict[str, int]
+    quarantine_path: Path
+
+
+def _header(json_col: Column) -> Column:
+    from pyspark.sql import functions as F
+
+    return F.from_json(json_col, HEADER_SCHEMA, CORRUPT)
+
+
+def _item_reason(json_col: Column, header: Column, declared: Column) -> Column:
+    """Why an item cannot be staged, or null when it can. The first failing rule wins."""
+    from pyspark.sql import functions as F
+
+    trimmed = F.ltrim(json_col)
+    known = F.array(*[F.lit(t) for t in sorted(RESOURCE_TYPES)])
+    return (
+        F.when(F.length(F.trim(json_col)) == 0, F.lit("blank line"))
+        .when(F.instr(json_col, REPLACEMENT_CHAR) > 0, F.lit("invalid UTF-8 bytes"))
+        .when(trimmed.startswith("["), F.lit("not a JSON object: array"))
+        .when(~trimmed.startswith("{"), F.lit("not a JSON object: scalar or text"))
+        .when(header["_corrupt"].isNotNull(), F.lit("malformed JSON"))
+        .when(header["resourceType"].isNull(), F.lit("missing resourceType"))
+        .when(~F.array_contains(known, header["resourceType"]), F.lit("unknown resourceType"))
+        .when(
+            declared.isNotNull() & (header["resourceType"] != declared),
+            F.lit("resourceType does not match the file's type"),
+        )
+        .when(
+            (header["resourceType"] != "Bundle")
+            & (header["id"].isNull() | (F.trim(header["id"]) == "")),
+            F.lit("missing id"),
+        )
+    )
+
+
+def validate(records: DataFrame, site: str) -> DataFrame:
+    """Header-parse raw records; add `_reason` (null when fine) and the header fields."""
+    from pyspark.sql import functions as F
+
+    # A byte-order mark is legal at the start of a UTF-8 file and not part of the JSON.
+    value = F.regexp_replace("value", "^\ufeff", "")
+    items = records.withColumn("value", value).withColumn("_h", _header(F.col("value")))
+    return items.select(
+        F.lit(site).alias("_site"),
+        "_export",
+        "_file",
+        "_line",
+        F.lit(None).cast("int").alias("_entry"),
+        F.col("value").alias("_json"),
+        F.col("_h.resourceType").alias("_resource_type"),
+        F.col("_h.id").alias("id"),
+        F.col("_h.meta.lastUpdated").alias("_last_updated_text"),
+        F.lit(False).alias("_deleted"),
+        _item_reason(F.col("value"), F.col("_h"), F.col("_declared_type")).alias("_reason"),
+    )
+
+
+def expand_bundles(items: DataFrame) -> DataFrame:
+    """Replace each valid Bundle by its entries (one level), with references resolved."""
+    from pyspark.sql import functions as F
+
+    is_bundle = (F.col("_resource_type") == "Bundle") & F.col("_reason").isNull()
+    bundles = items.where(is_bundle).withColumn("_b", F.from_json("_json", BUNDLE_SCHEMA, CORRUPT))
+    empty = bundles.where(F.coalesce(F.size("_b.entry"), F.lit(0)) <= 0).withColumn(
+        "_reason", F.lit("Bundle without entries")
+    )
+    entries = bundles.select(
+        *[c for c in items.columns if c not in ("_entry", "_json")],
+        F.coalesce("_b.meta.lastUpdated", "_b.timestamp").alias("_bundle_time"),
+        F.posexplode("_b.entry").alias("_pos", "_e"),
+    )
+    entries = entries.select(
+        "_site",
+        "_export",
+        "_file",
+        "_line",
+        (F.col("_pos") + 1).cast("int").alias("_entry"),
+        F.col("_e.fullUrl").alias("_full_url"),
+        F.col("_e.resource").alias("_json"),
+        F.upper("_e.request.method").alias("_method"),
+        F.col("_e.request.url").alias("_request_url"),
+        "_bundle_time",
+    )
+    entries = _resolve_urn_references(entries)
+    return items.where(~is_bundle).unionByName(empty.drop("_b")).unionByName(_entry_items(entries))
+
+
+def _entry_items(entries: DataFrame) -> DataFrame:
+    """Bundle entries as items: resources validated like lines, DELETEs as tombstones."""
+    from pyspark.sql import functions as F
+
+    h = _header(F.col("_json"))
+    delete_target = F.split(F.regexp_replace("_request_url", r"^.*?([A-Za-z]+/[^/?]+)$", "$1"), "/")
+    is_delete = F.col("_method") == "DELETE"
+    reason = (
+        F.when(is_delete & (F.size(delete_target) != 2), F.lit("DELETE entry without Type/id url"))
+        .when(is_delete, F.lit(None))
+        .when(F.col("_json").isNull(), F.lit("Bundle entry without resource"))
+        .when(h["resourceType"] == "Bundle", F.lit("Bundle inside a Bundle"))
+        .otherwise(_item_reason(F.col("_json"), h, F.lit(None).cast("string")))
+    )
+    return entries.select(
+        "_site",
+        "_export",
+        "_file",
+        "_line",
+        "_entry",
+        F.when(is_delete, F.to_json(F.struct("_method", "_request_url")))
+        .otherwise(F.col("_json"))
+        .alias("_json"),
+        F.when(is_delete, delete_target[0]).otherwise(h["resourceType"]).alias("_resource_type"),
+        F.when(is_delete, delete_target[1]).otherwise(h["id"]).alias("id"),
+        F.when(is_delete, F.col("_bundle_time"))
+        .otherwise(h["meta"]["lastUpdated"])
+        .alias("_last_updated_text"),
+        is_delete.alias("_deleted"),
+        reason.alias("_reason"),
+    )
+
+
+def _resolve_urn_references(entries: DataFrame) -> DataFrame:
+    """Rewrite `"reference": "urn:uuid:..."` to `Type/id` using the Bundle's fullUrls.
+
+    Built from joins and a fold of `replace` over the (few) references of each entry, so no
+    Python runs per row. References to fullUrls not in the Bundle stay as they are and are
+    counted later as unresolved links.
+    """
+    from pyspark.sql import functions as F
+
+    bundle_key = ["_site", "_export", "_file", "_line"]
+    targets = entries.where(F.col("_full_url").startswith("urn:")).select(
+        *bundle_key,
+        F.col("_full_url").alias("urn"),
+        F.concat_ws(
+            "/",
+            F.get_json_object("_json", "$.resourceType"),
+            F.get_json_object("_json", "$.id"),
+        ).alias("target"),
+    )
+    found = F.regexp_extract_all("_json", F.lit(r'"reference"\s*:\s*"(urn:[^"]+)"'), 1)
+    refs = entries.select(*bundle_key, "_entry", F.explode(found).alias("urn")).distinct()
+    swaps = (
+        refs.join(targets, [*bundle_key, "urn"])
+        .groupBy(*bundle_key, "_entry")
+        .agg(F.collect_list(F.struct("urn", "target")).alias("_swaps"))
+    )
+    resolved = entries.join(swaps, [*bundle_key, "_entry"], "left")
+    folded = F.aggregate(
+        F.coalesce("_swaps", F.array().cast("array<struct<urn:string,target:string>>")),
+        F.col("_json"),
+        lambda acc, s: F.replace(
+            acc,
+            F.concat(F.lit('"'), s["urn"], F.lit('"')),
+            F.concat(F.lit('"'), s["target"], F.lit('"')),
+        ),
+    )
+    return resolved.withColumn("_json", folded).drop("_swaps")
+
+
+def quarantine_file_problems(spark: SparkSession, discovery: Discovery, site: str) -> DataFrame:
+    rows = [
+        (site, p.export_id, p.path, 0, None, p.reason, p.detail, None) for p in discovery.problems
+    ]
+    schema = (
+        "_site string, _export string, _file string, _line long, _entry int, "
+        "reason string, detail string, raw string"
+    )
+    return spark.createDataFrame(rows, schema)
+
+
+def write_items(items: DataFrame, path: Path) -> None:
+    """Persist validated items once, partitioned by type, so the text is read only once."""
+    from pyspark.sql import functions as F
+
+    bucket = F.when(F.col("_reason").isNull(), F.col("_resource_type")).otherwise(
+        F.lit(QUARANTINE_BUCKET)
+    )
+    items.withColumn("_bucket", bucket).write.mode("overwrite").partitionBy("_bucket").parquet(
+        str(path)
+    )
+
+
+def bucket_names(path: Path) -> tuple[str, ...]:
+    """Resource types present, read off the partition folders (no data is collected)."""
+    prefix = "_bucket="
+    return tuple(
+        sorted(
+            p.name[len(prefix) :]
+            for p in path.glob(f"{prefix}*")
+            if p.is_dir() and p.name != f"{prefix}{QUARANTINE_BUCKET}"
+        )
+    )
+
+
+def typed(items: DataFrame, resource_type: str) -> DataFrame:
+    """Parse `_json` with the explicit R4 schema of `resource_type`; flag what does not fit."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    schema = resource_schema(resource_type)
+    with_corrupt = T.StructType([*schema.fields, T.StructField("_corrupt", T.StringType())])
+    parsed = F.from_json("_json", with_corrupt, CORRUPT)
+    reason = F.when(
+        ~F.col("_deleted") & F.col("_p._corrupt").isNotNull(),
+        F.lit(SCHEMA_FAILURE),
+    )
+    return items.withColumn("_p", parsed).withColumn("_reason", reason)
+
+
+def latest_versions(items: DataFrame) -> DataFrame:
+    """Keep the newest version of each (site, type, id); tombstones compete like versions.
+
+    Order: meta.lastUpdated (a DELETE without a time wins), then export, file, line, entry,
+    so ties break the same way on every run.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    when = F.coalesce(
+        F.col("_last_updated"),
+        F.when(F.col("_deleted"), F.lit("9999-12-31").cast("timestamp")),
+    )
+    order = Window.partitionBy("_site", "_resource_type", "id").orderBy(
+        when.desc_nulls_last(),
+        F.col("_export").desc(),
+        F.col("_file").desc(),
+        F.col("_line").desc(),
+        F.col("_entry").desc_nulls_last(),
+    )
+    return items.withColumn("_rank", F.row_number().over(order)).where("_rank = 1").drop("_rank")
+
+
+def staged_columns(parsed: DataFrame, resource_type: str) -> list[Column]:
+    from pyspark.sql import functions as F
+
+    fhir = [F.col(f"_p.`{f.name}`").alias(f.name) for f in resource_schema(resource_type).fields]
+    fhir = [
+        c
+        for c, f in zip(fhir, resource_schema(resource_type).fields, strict=True)
+        if f.name != "id"
+    ]
+    return [F.col(c) for c in STAGED_META] + fhir
+
+
+@dataclass(frozen=True)
+class StagingPaths:
+    work: Path  # scratch for this run's items
+    previous: Path | None  # the site's staging of the last published run, if any
+    target: Path  # where this run's staging of the site is written
+    quarantine: Path
+
+
+def stage(spark: SparkSession, discovery: Discovery, site: str, paths: StagingPaths) -> dict:
+    """Stage one site's input; returns the ledger's staging section."""
+    from pyspark.sql import functions as F
+
+    items_path = paths.work / "items"
+    write_items(expand_bundles(validate(read_records(spark, discovery.files), site)), items_path)
+    items = spark.read.parquet(str(items_path))
+    overview = items.agg(
+        F.count("*").alias("items"),
+        F.count_distinct("_file", "_line").alias("lines"),
+        F.count_distinct(F.when(F.col("_entry").isNotNull(), F.struct("_file", "_line"))).alias(
+            "bundles"
+        ),
+    ).first()
+    arrived = {
+        row["_bucket"]: row["n"]
+        for row in items.groupBy("_bucket").agg(F.count("*").alias("n")).collect()
+    }
+    header_rejects = items.where("_reason is not null").select(
+        *LINEAGE,
+        F.col("_reason").alias("reason"),
+        F.lit(None).cast("string").alias("detail"),
+        F.col("_json").alias("raw"),
+    )
+    header_rejects.unionByName(quarantine_file_problems(spark, discovery, site)).coalesce(
+        1
+    ).write.mode("overwrite").parquet(str(paths.quarantine / "items"))
+    for resource_type in _types_to_stage(items_path, paths.previous):
+        _stage_type(spark, items, resource_type, paths)
+    quarantine = spark.read.parquet(str(paths.quarantine / "*"))
+    by_reason = {
+        row["reason"]: row["n"]
+        for row in quarantine.groupBy("reason").agg(F.count("*").alias("n")).collect()
+    }
+    quarantined = sum(by_reason.values())
+    header_ok = sum(n for bucket, n in arrived.items() if bucket != QUARANTINE_BUCKET)
+    schema_failures = by_reason.get(SCHEMA_FAILURE, 0)
+    return {
+        "files": len(discovery.files),
+        "skipped_files": list(discovery.skipped),
+        "export_error_files": list(discovery.error_files),
+        "lines_read": int(overview["lines"]),
+        "bundles_expanded": int(overview["bundles"]),
+        "items": int(overview["items"]),
+        "file_problems": len(discovery.problems),
+        "staged": header_ok - schema_failures,
+        "quarantined": quarantined,
+        "quarantined_by_reason": dict(sorted(by_reason.items())),
+        "items_by_type": dict(sorted((k, v) for k, v in arrived.items() if k != QUARANTINE_BUCKET)),
+    }
+
+
+def _types_to_stage(items_path: Path, previous: Path | None) -> list[str]:
+    types = set(bucket_names(items_path))
+    if previous is not None and previous.is_dir():
+        types.update(p.name for p in previous.iterdir() if p.is_dir())
+    return sorted(types)
+
+
+def _stage_type(
+    spark: SparkSession, items: DataFrame, resource_type: str, paths: StagingPaths
+) -> None:
+    """Merge this run's items of one type into the site's staging; quarantine misfits."""
+    from pyspark.sql import functions as F
+
+    meta = [c for c in STAGED_META if c != "_last_updated"]
+    candidates = items.where(F.col("_bucket") == resource_type).select(
+        *meta, F.col("_last_updated_text").cast("timestamp").alias("_last_updated")
+    )
+    previous_dir = paths.previous / resource_type if paths.previous else None
+    if previous_dir is not None and previous_dir.is_dir():
+        # Earlier versions are re-parsed from their JSON, so a newer schema applies to all.
+        candidates = candidates.unionByName(
+            spark.read.parquet(str(previous_dir)).select(*STAGED_META)
+        )
+    parsed = typed(candidates, resource_type).persist()
+    try:
+        good = latest_versions(parsed.where("_reason is null"))
+        good.select(*staged_columns(good, resource_type)).write.mode("overwrite").parquet(
+            str(paths.target / resource_type)
+        )
+        rejected = parsed.where("_reason is not null").select(
+            *LINEAGE,
+            F.col("_reason").alias("reason"),
+            F.col("_p._corrupt").alias("detail"),
+            F.col("_json").alias("raw"),
+        )
+        rejected.coalesce(1).write.mode("overwrite").parquet(
+            str(paths.quarantine / f"schema-{resource_type}")
+        )
+    finally:
+        parsed.unpersist()
+
+
+def read_staged(spark: SparkSession, site_dirs: list[Path], resource_type: str) -> DataFrame:
+    """Live (not deleted) staged resources of one type across sites; empty when none."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    dirs = [d / resource_type for d in site_dirs if (d / resource_type).is_dir()]
+    if not dirs:
+        meta = T.StructType(
+            [
+                T.StructField("_site", T.StringType()),
+                T.StructField("_export", T.StringType()),
+                T.StructField("_file", T.StringType()),
+                T.StructField("_line", T.LongType()),
+                T.StructField("_entry", T.IntegerType()),
+                T.StructField("_resource_type", T.StringType()),
+                T.StructField("id", T.StringType()),
+                T.StructField("_last_updated", T.TimestampType()),
+                T.StructField("_deleted", T.BooleanType()),
+                T.StructField("_json", T.StringType()),
+            ]
+        )
+        fields = [f for f in resource_schema(resource_type).fields if f.name != "id"]
+        return spark.createDataFrame([], T.StructType([*meta.fields, *fields]))
+    frame = spark.read.parquet(*[str(d) for d in dirs])
+    return frame.where(~F.col("_deleted"))
+
+
+def stage_in_memory(
+    spark: SparkSession, resources: list[str], site: str = "test"
+) -> tuple[dict[str, DataFrame], DataFrame]:
+    """Stage JSON texts (resources or Bundles) without touching disk: for fixtures and tests.
+
+    Returns the staged frames by resource type (as `read_staged` gives them) and the
+    quarantined items. Same rules as `stage`, minus the merge with earlier runs.
+    """
+    from pyspark.sql import functions as F
+
+    rows = [("fixture", "fixture", None, i + 1, text) for i, text in enumerate(resources)]
+    records = spark.createDataFrame(
+        rows, "_file string, _export string, _declared_type string, _line long, value string"
+    )
+    items = expand_bundles(validate(records, site)).withColumn(
+        "_last_updated", F.col("_last_updated_text").cast("timestamp")
+    )
+    quarantined = items.where("_reason is not null")
+    staged: dict[str, DataFrame] = {}
+    types = sorted(
+        {
+            r["_resource_type"]
+            for r in items.where("_reason is null").select("_resource_type").distinct().collect()
+        }
+    )
+    for resource_type in types:
+        of_type = items.where(F.col("_resource_type") == resource_type).select(*STAGED_META)
+        parsed = typed(of_type, resource_type)
+        good = latest_versions(parsed.where("_reason is null"))
+        staged[resource_type] = good.select(*staged_columns(good, resource_type)).where(
+            ~F.col("_deleted")
+        )
+        quarantined = quarantined.unionByName(
+            parsed.where("_reason is not null").select(*quarantined.columns),
+            allowMissingColumns=True,
+        )
+    return staged, quarantined

@@ -1,0 +1,94 @@
+"""VISIT_OCCURRENCE from Encounter (IG EncounterVisitMap, ConceptMaps EncounterClass,
+EncounterAdmitSource, EncounterDischargeDisposition).
+
+Deviations from the IG, on purpose:
+- R4 names: `period` and `hospitalization` (the IG's map is written against R5's
+  `actualPeriod` and `admission`).
+- class `VR` maps to 5083 Telehealth Visit (Visit vocabulary) instead of the IG's 722455:
+  cohort tools build visit concept sets from the Visit vocabulary.
+- `visit_source_value` is the class code (as the IG), never the Encounter id.
+An Encounter without a usable start, or whose patient is not staged, is excluded.
+A missing end takes the start (CDM convention for one-day visits).
+"""
+
+from __future__ import annotations
+
+from transforms.base import MappingContext, TableOutput, exclusions, first_reason
+from transforms.concept_maps import join_concept
+from transforms.fhir import fhir_datetime, first
+from vocabularies.concepts import EHR_ENCOUNTER_RECORD
+
+TABLE = "visit_occurrence"
+
+
+def build(ctx: MappingContext) -> TableOutput:
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    tz = ctx.config.timezone
+    encounters = ctx.person_ids(ctx.staged("Encounter"), F.col("subject.reference"))
+    encounters = encounters.withColumn("_start", fhir_datetime(F.col("period.start"), tz))
+    encounters = encounters.withColumn(
+        "_end", F.coalesce(fhir_datetime(F.col("period.end"), tz), F.col("_start"))
+    )
+    reason = first_reason(
+        (F.col("person_id").isNull(), "patient not in staging"),
+        (F.col("_start").isNull(), "no usable start date"),
+    )
+    encounters = encounters.withColumn("_reason", reason)
+    visits = encounters.where(F.col("_reason").isNull())
+    admit = first(F.col("hospitalization.admitSource.coding"))
+    discharge = first(F.col("hospitalization.dischargeDisposition.coding"))
+    visits = join_concept(
+        visits,
+        ctx.spark,
+        "encounter_class",
+        F.col("class.system"),
+        F.col("class.code"),
+        "visit_concept_id",
+    )
+    visits = join_concept(
+        visits,
+        ctx.spark,
+        "admit_source",
+        admit["system"],
+        admit["code"],
+        "admitted_from_concept_id",
+    )
+    visits = join_concept(
+        visits,
+        ctx.spark,
+        "discharge",
+        discharge["system"],
+        discharge["code"],
+        "discharged_to_concept_id",
+    )
+    keyed = visits.select(
+        "*",
+        F.col("_site").alias("site"),
+        F.lit("Encounter").alias("resource_type"),
+        F.col("id").alias("source_key"),
+    )
+    visits = ctx.ids.assign(keyed, TABLE, "visit_occurrence_id")
+    earlier = Window.partitionBy("person_id").orderBy("_start", "visit_occurrence_id")
+    rows = visits.select(
+        "visit_occurrence_id",
+        "person_id",
+        "visit_concept_id",
+        F.to_date("_start").alias("visit_start_date"),
+        F.col("_start").alias("visit_start_datetime"),
+        F.to_date("_end").alias("visit_end_date"),
+        F.col("_end").alias("visit_end_datetime"),
+        F.lit(EHR_ENCOUNTER_RECORD).alias("visit_type_concept_id"),
+        F.col("class.code").alias("visit_source_value"),
+        F.lit(0).alias("visit_source_concept_id"),
+        "admitted_from_concept_id",
+        admit["code"].alias("admitted_from_source_value"),
+        "discharged_to_concept_id",
+        discharge["code"].alias("discharged_to_source_value"),
+        F.lag("visit_occurrence_id").over(earlier).alias("preceding_visit_occurrence_id"),
+        "_site",
+        "_resource_type",
+        F.col("id").alias("_fhir_id"),
+    )
+    return TableOutput(TABLE, rows, exclusions(encounters))
