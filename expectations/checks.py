@@ -9,8 +9,9 @@ list of what runs.
 Severity: DQD grades check types as fatal, convention or characterization. The gate blocks a
 release (`error`) on every fatal check and on the convention and plausibility checks whose
 failures make a release wrong rather than unusual (non-standard or wrong-domain concepts,
-events before birth or long after death, ends before starts, values in the future or outside
-possible ranges). Everything else is a `warning`: recorded in the report, published anyway.
+events before birth or long after death, ends before starts, dates in the future, birth
+fields or lab values outside DQD's ranges). Everything else is a `warning`: recorded in
+the report, published anyway.
 """
 
 from __future__ import annotations
@@ -44,8 +45,6 @@ BLOCKING_CHECK_TYPES = frozenset(
         "plausibleStartBeforeEnd",
         "plausibleAfterBirth",
         "plausibleBeforeDeath",
-        "plausibleValueHigh",
-        "plausibleValueLow",
         "measureObservationPeriodOverlap",
         "ledgerSum",
     }
@@ -90,13 +89,24 @@ class Check:
         return ".".join(p for p in parts if p)
 
 
-def severity_of(check_type: str, dqd_severity: str, field_name: str | None = None) -> str:
-    if check_type == "plausibleValueLow" and field_name and "date" in field_name:
-        # DQD's earliest plausible event date (1950) is a convention: old records exist.
-        return WARNING
+def severity_of(
+    check_type: str, dqd_severity: str, field_name: str | None = None, table: str = ""
+) -> str:
+    if check_type in ("plausibleValueLow", "plausibleValueHigh"):
+        return _plausible_value_severity(check_type, field_name or "", table)
     if check_type in BLOCKING_CHECK_TYPES or dqd_severity == "fatal":
         return ERROR
     return WARNING
+
+
+def _plausible_value_severity(check_type: str, field_name: str, table: str) -> str:
+    """Impossible values block; unusual ones (old dates, long prescriptions) only warn."""
+    if table == "person" or field_name == "value_as_number":
+        return ERROR  # birth dates out of the calendar or the future; lab values out of range
+    if "date" in field_name:
+        # Future dates are impossible; DQD's 1950-01-01 floor is a convention (old records).
+        return ERROR if check_type == "plausibleValueHigh" else WARNING
+    return WARNING  # quantities, days of supply, refills, era counts: DQD characterization
 
 
 @cache
@@ -125,7 +135,7 @@ def _make(
         check_type=check_type,
         table=table,
         field=field_name,
-        severity=severity_of(check_type, dqd_severity, field_name),
+        severity=severity_of(check_type, dqd_severity, field_name, table),
         threshold=threshold,
         params=kw,
         qualifier=qualifier,

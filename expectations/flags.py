@@ -71,9 +71,11 @@ def build_lookups(concept: DataFrame, tables: Mapping[str, DataFrame], as_of: da
         F.col("concept_id").cast("long").alias("concept_id"),
         "domain_id",
         "concept_class_id",
-        ((F.col("standard_concept") == "S") & F.col("invalid_reason").isNull()).alias(
-            "standard_valid"
-        ),
+        # coalesce: a null standard_concept (non-standard) must read as False, not unknown.
+        (
+            F.coalesce(F.col("standard_concept") == "S", F.lit(False))
+            & F.col("invalid_reason").isNull()
+        ).alias("standard_valid"),
     )
     person = _person_lookup(tables) if "person" in tables else None
     visit = None
@@ -156,33 +158,120 @@ def count_failures(
 ) -> tuple[int, dict[str, Counts]]:
     """Return the table's row count and the failing/applicable counts of each check.
 
-    `checks` must be runnable (see `plan_table`). One Spark job computes all of them.
+    `checks` must be runnable (see `plan_table`). One Spark job computes all field and
+    table checks; concept-level checks (a few hundred rules per table) take one more.
     """
     from pyspark.sql import functions as F
 
     joined = _join_lookups(table, df, checks, lookups)
-    flags, aggregations = [], [F.count(F.lit(1)).alias("__rows")]
-    data_checks = [c for c in checks if c.check_type not in SCHEMA_CHECKS]
-    for index, check in enumerate(data_checks):
+    row_checks = [c for c in checks if c.check_type not in SCHEMA_CHECKS and not _per_concept(c)]
+    flags, aggregations = [F.lit(1).alias("__one")], [F.count(F.lit(1)).alias("__rows")]
+    for index, check in enumerate(row_checks):
         measure = MEASURES[check.check_type](check, table, lookups)
-        flags += [
-            measure.fails.alias(f"f{index}"),
-            measure.applies.alias(f"a{index}"),
-            measure.key.alias(f"k{index}"),
-        ]
+        flags += [measure.fails.alias(f"f{index}"), measure.applies.alias(f"a{index}")]
+        if measure.mode != "rows":
+            flags.append(measure.key.alias(f"k{index}"))
         aggregations += _aggregate(measure.mode, index)
-    row = joined.select(F.lit(1).alias("__one"), *flags).agg(*aggregations).first()
+    row = joined.select(*flags).agg(*aggregations).first()
     assert row is not None  # an aggregation without groupBy always returns one row
     total_rows = int(row["__rows"] or 0)
     counts = {
         c.name: _schema_counts(c, df, total_rows) for c in checks if c.check_type in SCHEMA_CHECKS
     }
-    for index, check in enumerate(data_checks):
+    for index, check in enumerate(row_checks):
         failed, applicable = int(row[f"failed{index}"] or 0), int(row[f"total{index}"] or 0)
         if check.check_type == "measurePersonCompleteness":
             failed, applicable = lookups.person_count - failed, lookups.person_count
         counts[check.name] = Counts(failed=max(failed, 0), total=applicable)
+    counts.update(_count_concept_rules(joined, [c for c in checks if _per_concept(c)]))
     return total_rows, counts
+
+
+def _per_concept(check: Check) -> bool:
+    return "concept_id" in check.params
+
+
+def _count_concept_rules(joined: DataFrame, rules: list[Check]) -> dict[str, Counts]:
+    """Concept-level checks as a table of rules joined to the rows, counted per rule.
+
+    One flag column per rule would make plans of hundreds of columns that Spark takes
+    long to optimise; a broadcast rule table and one groupBy scale with the data instead.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    if not rules:
+        return {}
+    schema = T.StructType(
+        [
+            T.StructField("__rule", T.IntegerType()),
+            T.StructField("__rule_field", T.StringType()),
+            T.StructField("__rule_concept", T.LongType()),
+            T.StructField("__rule_unit", T.LongType()),
+            T.StructField("__rule_type", T.StringType()),
+            T.StructField("__rule_bound", T.DoubleType()),
+            T.StructField("__rule_gender", T.LongType()),
+            T.StructField("__rule_units", T.ArrayType(T.LongType())),
+        ]
+    )
+    values = [
+        (
+            index,
+            rule.params["concept_field"],
+            rule.params["concept_id"],
+            rule.params.get("unit_concept_id"),
+            rule.check_type,
+            rule.params.get("bound"),
+            GENDER_CONCEPTS.get(rule.params.get("gender", "")),
+            rule.params.get("units"),
+        )
+        for index, rule in enumerate(rules)
+    ]
+    table_rules = joined.sparkSession.createDataFrame(values, schema)
+    matched = None
+    for concept_field in sorted({r.params["concept_field"] for r in rules}):
+        these = F.broadcast(table_rules.filter(F.col("__rule_field") == concept_field))
+        part = joined.join(these, joined[concept_field] == these["__rule_concept"])
+        matched = part if matched is None else matched.unionByName(part)
+    assert matched is not None
+    fails, applies = _rule_flags(set(joined.columns))
+    per_rule = matched.groupBy("__rule").agg(
+        F.sum(F.when(fails & applies, 1).otherwise(0)).alias("failed"),
+        F.sum(F.when(applies, 1).otherwise(0)).alias("total"),
+    )
+    found = {r["__rule"]: Counts(int(r["failed"]), int(r["total"])) for r in per_rule.collect()}
+    return {rule.name: found.get(index, Counts(0, 0)) for index, rule in enumerate(rules)}
+
+
+def _rule_flags(columns: set[str]) -> tuple[Column, Column]:
+    """Failing and applicable flags of a row matched to one concept-level rule.
+
+    A row without a unit fails plausibleUnitConceptIds: a lab value needs its unit.
+    """
+    from pyspark.sql import functions as F
+
+    def column_or_null(name: str) -> Column:
+        return F.col(name) if name in columns else F.lit(None).cast("long")
+
+    kind, bound = F.col("__rule_type"), F.col("__rule_bound")
+    value, gender = column_or_null("value_as_number"), column_or_null("__person__gender_concept_id")
+    unit = column_or_null("unit_concept_id")
+    fails = (
+        F.when(kind == "plausibleValueLow", value < bound)
+        .when(kind == "plausibleValueHigh", value > bound)
+        .when(kind == "plausibleGender", gender != F.col("__rule_gender"))
+        .when(
+            kind == "plausibleUnitConceptIds",
+            ~F.coalesce(F.array_contains("__rule_units", unit), F.lit(False)),
+        )
+    )
+    same_unit = unit == F.col("__rule_unit")
+    applies = (
+        F.when(kind.isin("plausibleValueLow", "plausibleValueHigh"), same_unit & value.isNotNull())
+        .when(kind == "plausibleGender", gender.isNotNull())
+        .otherwise(F.lit(True))
+    )
+    return fails, applies
 
 
 @dataclass(frozen=True)
@@ -408,28 +497,14 @@ def _compared_value(check: Check) -> Column:
     return _as_date(_value(check)) if is_date else _value(check)
 
 
-def _for_concept(check: Check) -> Column:
-    """Applicability of concept-level checks: rows of the check's concept (and unit)."""
-    from pyspark.sql import functions as F
-
-    if "concept_id" not in check.params:
-        return _always()
-    applies = F.col(check.params["concept_field"]) == check.params["concept_id"]
-    if "unit_concept_id" in check.params:
-        applies = applies & (F.col("unit_concept_id") == check.params["unit_concept_id"])
-    return applies
-
-
 def plausible_value_low(check: Check, table: str, lookups: Lookups) -> Measure:
     value = _compared_value(check)
-    applies = _for_concept(check) & value.isNotNull()
-    return Measure(fails=value < _bound(check, lookups), applies=applies, key=_no_key())
+    return Measure(fails=value < _bound(check, lookups), applies=value.isNotNull(), key=_no_key())
 
 
 def plausible_value_high(check: Check, table: str, lookups: Lookups) -> Measure:
     value = _compared_value(check)
-    applies = _for_concept(check) & value.isNotNull()
-    return Measure(fails=value > _bound(check, lookups), applies=applies, key=_no_key())
+    return Measure(fails=value > _bound(check, lookups), applies=value.isNotNull(), key=_no_key())
 
 
 def plausible_start_before_end(check: Check, table: str, lookups: Lookups) -> Measure:
@@ -488,23 +563,6 @@ def within_visit_dates(check: Check, table: str, lookups: Lookups) -> Measure:
     return Measure(fails=fails, applies=applies, key=_no_key())
 
 
-def plausible_unit_concept_ids(check: Check, table: str, lookups: Lookups) -> Measure:
-    from pyspark.sql import functions as F
-
-    unit = F.col("unit_concept_id")
-    fails = ~unit.isin(*check.params["units"])
-    return Measure(fails=fails, applies=_for_concept(check), key=_no_key())
-
-
-def plausible_gender(check: Check, table: str, lookups: Lookups) -> Measure:
-    from pyspark.sql import functions as F
-
-    gender = F.col("__person__gender_concept_id")
-    expected = GENDER_CONCEPTS[check.params["gender"]]
-    applies = _for_concept(check) & gender.isNotNull()
-    return Measure(fails=gender != expected, applies=applies, key=_no_key())
-
-
 def measure_person_completeness(check: Check, table: str, lookups: Lookups) -> Measure:
     from pyspark.sql import functions as F
 
@@ -545,8 +603,6 @@ MEASURES: dict[str, Callable[[Check, str, Lookups], Measure]] = {
     "plausibleBeforeDeath": plausible_before_death,
     "plausibleDuringLife": plausible_during_life,
     "withinVisitDates": within_visit_dates,
-    "plausibleUnitConceptIds": plausible_unit_concept_ids,
-    "plausibleGender": plausible_gender,
     "measurePersonCompleteness": measure_person_completeness,
     "measureObservationPeriodOverlap": observation_period_overlap,
 }

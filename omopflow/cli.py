@@ -81,13 +81,13 @@ def _run(args: argparse.Namespace) -> int:
         config = RunConfig(
             SAMPLE_INPUT, (SAMPLE_VOCAB,), args.out, DEMO_SITE, args.restricted, args.timezone
         )
-        key = DEMO_KEY
     else:
         config = RunConfig(
             args.input, tuple(args.vocab), args.out, args.site, args.restricted, args.timezone
         )
-        key = load_key(os.environ)
+    # Folders first: a typo in a path is the likelier mistake, and needs no secret to report.
     pipeline.check_folders(config)
+    key = DEMO_KEY if args.command == "demo" else load_key(os.environ)
     from rich.console import Console
 
     console = Console(stderr=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,8 +17,9 @@ class RunConfig:
     site: str = DEFAULT_SITE
     restricted_dir: Path | None = None
     timezone: str = "UTC"
-    # Gap (days) up to which two spans of a person's events join into one observation period.
-    observation_period_gap_days: int = 365
+    # Gap (days) up to which two spans of a person's events join into one observation period:
+    # 548 so that yearly check-ups (366-371 days apart in Synthea) keep one period.
+    observation_period_gap_days: int = 548
     source: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -27,7 +29,9 @@ class RunConfig:
 
     @property
     def vocab_cache(self) -> Path:
-        return self.out_dir / "vocabulary"
+        """Loaded releases, keyed by fingerprint: shareable between warehouses."""
+        shared = os.environ.get("OMOPFLOW_VOCAB_CACHE")
+        return Path(shared) if shared else self.out_dir / "vocabulary"
 
     @property
     def staging_root(self) -> Path:

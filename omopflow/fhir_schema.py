@@ -63,15 +63,6 @@ MAX_EXTENSION_VALUE_DEPTH = 2
 # Abstract bases that are not resource types of their own.
 ABSTRACT_RESOURCES = frozenset({"Resource", "DomainResource"})
 
-PRIMITIVE_SPARK_TYPES = {
-    "boolean": "boolean",
-    "integer": "integer",
-    "positiveInt": "integer",
-    "unsignedInt": "integer",
-    "integer64": "long",
-    "decimal": "double",
-}
-
 
 def _committed_resource_types() -> frozenset[str]:
     folder = resources.files(SCHEMA_PACKAGE)
@@ -120,7 +111,6 @@ def _schema_json(resource_type: str) -> dict[str, Any]:
 class _Path(typing.NamedTuple):
     """Where the generator is: which types are above, and how deep inside an extension."""
 
-    resource_module: str
     types_above: tuple[str, ...]
     extension_value_depth: int | None  # None outside extensions
 
@@ -165,7 +155,7 @@ def generate_schema(resource_type: str) -> StructType:
         raise KeyError(f"unknown FHIR resource type {resource_type!r}") from error
     if not _is_resource_class(model):
         raise KeyError(f"{resource_type!r} is a FHIR datatype, not a resource type")
-    path = _Path(model.__module__, (resource_type,), None)
+    path = _Path((resource_type,), None)
     fields = [StructField("resourceType", StringType()), *_model_fields(model, path)]
     return StructType(fields)
 
@@ -220,16 +210,16 @@ def _child_path(parent: Any, json_name: str, model: Any, path: _Path) -> _Path |
         on_resource = parent.has_resource_base() and path.extension_value_depth is None
         nested = parent.__name__ == "Extension" and repeats < MAX_EXTENSION_NESTING
         if json_name == "extension" and (on_resource or nested):
-            return _Path(path.resource_module, types_above, 0)
+            return _Path(types_above, 0)
         return None
     if repeats >= MAX_OTHER_TYPE_REPEATS:
         return None
     depth = path.extension_value_depth
     if depth is None:
-        return _Path(path.resource_module, types_above, None)
+        return _Path(types_above, None)
     if depth >= MAX_EXTENSION_VALUE_DEPTH:
         return None
-    return _Path(path.resource_module, types_above, depth + 1)
+    return _Path(types_above, depth + 1)
 
 
 def _primitive_type(annotation: Any) -> DataType:
@@ -238,11 +228,13 @@ def _primitive_type(annotation: Any) -> DataType:
     spark_types: dict[str, DataType] = {
         "boolean": BooleanType(),
         "integer": IntegerType(),
-        "long": LongType(),
-        "double": DoubleType(),
+        "positiveInt": IntegerType(),
+        "unsignedInt": IntegerType(),
+        "integer64": LongType(),
+        "decimal": DoubleType(),
     }
-    spark_name = PRIMITIVE_SPARK_TYPES.get(_primitive_name(annotation), "string")
-    return spark_types.get(spark_name, StringType())
+    # Every other primitive (dates, times, strings, codes, uris, ids...) is text.
+    return spark_types.get(_primitive_name(annotation), StringType())
 
 
 def _primitive_name(annotation: Any) -> str:

@@ -32,10 +32,16 @@ def sequence(df: DataFrame, order: list[str], start: Column | int, name: str) ->
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    sorted_df = df.orderBy(*order).select(
-        "*",
-        F.spark_partition_id().alias("_part"),
-        F.monotonically_increasing_id().alias("_pos"),
+    # Materialised once: the counts and the numbering must see the same partitions, and
+    # adaptive execution may coalesce a recomputed sort differently.
+    sorted_df = (
+        df.orderBy(*order)
+        .select(
+            "*",
+            F.spark_partition_id().alias("_part"),
+            F.monotonically_increasing_id().alias("_pos"),
+        )
+        .localCheckpoint()
     )
     parts = sorted_df.groupBy("_part").agg(F.count("*").alias("_n"), F.min("_pos").alias("_first"))
     earlier = Window.orderBy("_part").rowsBetween(Window.unboundedPreceding, -1)

@@ -142,8 +142,13 @@ def _run_locked(
     from transforms.registry import NOT_MAPPED_REASON
 
     record["mapping"] = ledger.mapping_section(staged, read_types, outputs, NOT_MAPPED_REASON)
-    record["rows"] = rows
     timings["map"] = round(time.monotonic() - started, 2)
+
+    progress("deriving observation periods and eras")
+    started = time.monotonic()
+    record["derived"] = _derive(spark, config, build, rows, vocab, record["staging"])
+    record["rows"] = rows
+    timings["derive"] = round(time.monotonic() - started, 2)
 
     problems = ledger.check(record)
     record["ledger_problems"] = problems
@@ -165,6 +170,37 @@ def _run_locked(
     ledger.write(record, ledger_path)
     ledger.write(record, release / "ledger.json")
     return RunResult(run_id, release, record, ledger_path, rows, catalog)
+
+
+def _derive(
+    spark: SparkSession,
+    config: RunConfig,
+    build: Path,
+    rows: dict[str, int],
+    vocab: Any,
+    staging: dict[str, Any],
+) -> dict[str, Any]:
+    """Derived tables from the event tables just written; adds their row counts to `rows`."""
+    from transforms.derived.build import derive
+
+    events = {table: spark.read.parquet(str(build / table)) for table in rows}
+    exports = [f"{config.site}/{export}" for export in staging["exports"]]
+    source = config.source or default_source(config)
+    derived = derive(
+        spark, events, vocab.release, source, exports, config.observation_period_gap_days
+    )
+    for table, frame in derived.tables.items():
+        rows[table] = publish.write_table(cdm.conform(frame, table), table, build / table)
+    return derived.notes
+
+
+def default_source(config: RunConfig) -> dict[str, str]:
+    return {
+        "cdm_source_name": "omopflow warehouse of FHIR R4 exports",
+        "cdm_source_abbreviation": "omopflow",
+        "cdm_holder": "omopflow platform",
+        "source_description": "FHIR R4 exports of contributing sites, mapped by omopflow",
+    }
 
 
 def _site_staging_dirs(config: RunConfig, run_id: str) -> list[Path]:

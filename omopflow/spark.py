@@ -8,6 +8,8 @@ applied on top of whatever the cluster configured.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -32,6 +34,13 @@ SPARK_DEFAULTS: dict[str, str] = {
     "spark.sql.legacy.timeParserPolicy": "CORRECTED",
     "spark.sql.caseSensitive": "true",
     "spark.sql.jsonGenerator.ignoreNullFields": "true",
+    # Parse every field of a FHIR resource whatever a query reads: a value of the wrong JSON
+    # type makes the whole record corrupt, and pruning would let such a record pass in one
+    # query and fail in another.
+    "spark.sql.optimizer.enableJsonExpressionOptimization": "false",
+    # The pseudonym key's HMAC pads are literals in query plans: keep them out of
+    # explain(), the UI and logs (omopflow.pseudonym.PLAN_REDACTION_REGEX).
+    "spark.sql.redaction.string.regex": "(?i)(0x|x')[0-9a-f]{128}",
 }
 
 
@@ -64,3 +73,28 @@ def get_session(
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+# Compiling Java for a projection over a full FHIR resource schema (thousands of nested
+# fields) takes seconds per query, more than the interpreted path costs on any realistic
+# file; staging's typed parse and its writes run interpreted for that reason.
+INTERPRETED = {
+    "spark.sql.codegen.wholeStage": "false",
+    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+}
+
+
+@contextmanager
+def interpreted(spark: SparkSession) -> Iterator[None]:
+    """Run the enclosed queries without Java code generation, then restore the settings."""
+    before = {key: spark.conf.get(key, None) for key in INTERPRETED}
+    for key, value in INTERPRETED.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, old in before.items():
+            if old is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, old)

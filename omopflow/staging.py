@@ -13,6 +13,7 @@ when an element is unknown to R4, and a later schema can re-parse it.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 from omopflow.fhir_schema import RESOURCE_TYPES, resource_schema
 from omopflow.landing import Discovery
 from omopflow.records import read_records
+from omopflow.spark import interpreted
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -37,6 +39,7 @@ BUNDLE_SCHEMA = (
     "entry array<struct<fullUrl:string, resource:string, "
     "request:struct<method:string, url:string>>>, _corrupt string"
 )
+PARALLEL_TYPES = 4
 CORRUPT = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"}
 
 
@@ -137,7 +140,7 @@ def _entry_items(entries: DataFrame) -> DataFrame:
 
     h = _header(F.col("_json"))
     delete_target = F.split(F.regexp_replace("_request_url", r"^.*?([A-Za-z]+/[^/?]+)$", "$1"), "/")
-    is_delete = F.col("_method") == "DELETE"
+    is_delete = F.coalesce(F.col("_method") == "DELETE", F.lit(False))
     reason = (
         F.when(is_delete & (F.size(delete_target) != 2), F.lit("DELETE entry without Type/id url"))
         .when(is_delete, F.lit(None))
@@ -310,6 +313,7 @@ def stage(spark: SparkSession, discovery: Discovery, site: str, paths: StagingPa
             "bundles"
         ),
     ).first()
+    assert overview is not None  # an aggregate always has one row
     arrived = {
         row["_bucket"]: row["n"]
         for row in items.groupBy("_bucket").agg(F.count("*").alias("n")).collect()
@@ -323,8 +327,11 @@ def stage(spark: SparkSession, discovery: Discovery, site: str, paths: StagingPa
     header_rejects.unionByName(quarantine_file_problems(spark, discovery, site)).coalesce(
         1
     ).write.mode("overwrite").parquet(str(paths.quarantine / "items"))
-    for resource_type in _types_to_stage(items_path, paths.previous):
-        _stage_type(spark, items, resource_type, paths)
+    types = _types_to_stage(items_path, paths.previous)
+    # Types are independent: submitting their Spark jobs from a few threads keeps the
+    # cluster busy while the driver plans the next one (most types are small).
+    with interpreted(spark), ThreadPoolExecutor(max_workers=PARALLEL_TYPES) as pool:
+        list(pool.map(lambda t: _stage_type(spark, items, t, paths), types))
     quarantine = spark.read.parquet(str(paths.quarantine / "*"))
     by_reason = {
         row["reason"]: row["n"]
@@ -335,6 +342,7 @@ def stage(spark: SparkSession, discovery: Discovery, site: str, paths: StagingPa
     schema_failures = by_reason.get(SCHEMA_FAILURE, 0)
     return {
         "files": len(discovery.files),
+        "exports": sorted({f.export_id for f in discovery.files}),
         "skipped_files": list(discovery.skipped),
         "export_error_files": list(discovery.error_files),
         "lines_read": int(overview["lines"]),
@@ -434,7 +442,7 @@ def stage_in_memory(
     items = expand_bundles(validate(records, site)).withColumn(
         "_last_updated", F.col("_last_updated_text").cast("timestamp")
     )
-    quarantined = items.where("_reason is not null")
+    quarantined = items.where("_reason is not null").select(*LINEAGE, "_json", "_reason")
     staged: dict[str, DataFrame] = {}
     types = sorted(
         {

@@ -13,6 +13,9 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 REPO = Path(__file__).resolve().parent.parent
+# Every test warehouse shares one loaded copy of each vocabulary release (keyed by its
+# fingerprint), as a platform would: loading the sample vocabulary costs a minute.
+os.environ.setdefault("OMOPFLOW_VOCAB_CACHE", str(REPO / "build" / "test-vocabulary-cache"))
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 

@@ -5,6 +5,7 @@ Deviations from the IG, on purpose:
   warehouse carries no source identifier (DESIGN.md, pseudonymised by construction).
 - `race_source_value` / `ethnicity_source_value` hold the OMB code, not the text.
 A Patient without a usable birth date is excluded (year_of_birth is required by the CDM).
+`location_id` is the generalised location of the current home address (see location).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 from transforms.base import MappingContext, TableOutput, exclusions, first_reason
 from transforms.concept_maps import join_concept
 from transforms.fhir import extension
+from transforms.location import current_address, location_ids
 
 if TYPE_CHECKING:
     from pyspark.sql import Column
@@ -74,6 +76,7 @@ def build(ctx: MappingContext) -> TableOutput:
         F.col("id").alias("source_key"),
     )
     with_ids = ctx.ids.assign(keyed, TABLE, "person_id")
+    with_ids = location_ids(ctx, with_ids, current_address(F.col("address")))
     rows = with_ids.select(
         "person_id",
         "gender_concept_id",
@@ -83,6 +86,7 @@ def build(ctx: MappingContext) -> TableOutput:
         F.col("_birth").alias("birth_datetime"),
         "race_concept_id",
         "ethnicity_concept_id",
+        "location_id",
         ctx.pseudonym(F.concat_ws("|", "_site", F.lit("Patient"), "id")).alias(
             "person_source_value"
         ),

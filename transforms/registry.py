@@ -5,9 +5,37 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from transforms import person, visit_occurrence
+from transforms import (
+    care_site,
+    condition_occurrence,
+    death,
+    device_exposure,
+    drug_exposure,
+    location,
+    measurement,
+    observation,
+    person,
+    procedure_occurrence,
+    provider,
+    visit_detail,
+    visit_occurrence,
+)
 
-TABLE_MODULES: tuple[ModuleType, ...] = (person, visit_occurrence)
+TABLE_MODULES: tuple[ModuleType, ...] = (
+    location,
+    care_site,
+    provider,
+    person,
+    death,
+    visit_occurrence,
+    visit_detail,
+    condition_occurrence,
+    drug_exposure,
+    procedure_occurrence,
+    measurement,
+    observation,
+    device_exposure,
+)
 
 # Staged resource types no table module reads yet: counted as excluded with this reason.
 NOT_MAPPED_REASON = "resource type not mapped to OMOP"

@@ -114,9 +114,7 @@ def parse_date(column: Column) -> Column:
     from pyspark.sql import functions as F
 
     # Athena writes YYYYMMDD; some hand-made subsets use ISO dates.
-    return F.coalesce(
-        F.try_to_date(column, "yyyyMMdd"), F.try_to_date(column, "yyyy-MM-dd")
-    )
+    return F.coalesce(F.try_to_date(column, "yyyyMMdd"), F.try_to_date(column, "yyyy-MM-dd"))
 
 
 def read_table(spark: SparkSession, folder: Path, table: str) -> DataFrame:
@@ -158,7 +156,10 @@ def merge_folders(spark: SparkSession, folders: Sequence[Path], table: str) -> D
     parts = [
         read_table(spark, folder, table).withColumn("_rank", F.lit(rank))
         for rank, folder in enumerate(folders)
+        if table_file(folder, table) is not None
     ]
+    if not parts:  # no folder has this optional table
+        return spark.createDataFrame([], cdm.schema(table))
     merged = parts[0]
     for part in parts[1:]:
         merged = merged.unionByName(part)

@@ -92,12 +92,10 @@ def write_single_csv(df: DataFrame, path: Path, sep: str, quote: str) -> Path:
         .option("ignoreLeadingWhiteSpace", "false")
         .option("ignoreTrailingWhiteSpace", "false")
     )
-    if quote:
-        # RFC 4180: a quote inside a quoted field is doubled, not backslash-escaped.
-        writer = writer.option("escape", quote)
-    else:
-        # Athena layout: never quote, so names keep their quote characters verbatim.
-        writer = writer.option("escapeQuotes", "false")
+    # RFC 4180 doubles a quote inside a quoted field; the Athena layout (no quote char)
+    # never quotes, so names keep their quote characters verbatim.
+    escaping = ("escape", quote) if quote else ("escapeQuotes", "false")
+    writer = writer.option(*escaping)
     writer.csv(str(staging))
     part = next(staging.glob("part-*"))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -180,8 +180,7 @@ def build_source_to_standard(
     # Standard concepts map to themselves when the release has no self 'Maps to' row.
     self_maps = (
         sources.where(
-            (F.col("source_standard_concept") == STANDARD)
-            & F.col("source_invalid_reason").isNull()
+            (F.col("source_standard_concept") == STANDARD) & F.col("source_invalid_reason").isNull()
         )
         .join(maps_to.select("source_concept_id").distinct(), "source_concept_id", "left_anti")
         .select(
@@ -286,9 +285,9 @@ def resolve_pairs(pairs: DataFrame, vocab: VocabularyMaps) -> DataFrame:
     per_vocabulary = resolved.groupBy("system", "code", "vocabulary_id", "priority").agg(
         F.max("source_concept_id").alias("source_concept_id"),
         F.max("source_domain_id").alias("source_domain_id"),
-        F.array_sort(
-            F.collect_set(F.when(F.col("target_concept_id").isNotNull(), target))
-        ).alias("targets"),
+        F.array_sort(F.collect_set(F.when(F.col("target_concept_id").isNotNull(), target))).alias(
+            "targets"
+        ),
         F.max(F.col("target_concept_id") != NO_MATCHING_CONCEPT).alias("reaches_standard"),
     )
     best = Window.partitionBy("system", "code").orderBy(
@@ -326,9 +325,7 @@ def lookup_row(df: DataFrame, codings_col: str, vocab: VocabularyMaps) -> DataFr
         .distinct()
     )
     entries = resolve_pairs(pairs, vocab)
-    return entries.agg(
-        F.map_from_entries(F.collect_list(F.struct("key", "hit"))).alias(LOOKUP_COL)
-    )
+    return entries.agg(F.map_from_entries(F.collect_list(F.struct("key", "hit"))).alias(LOOKUP_COL))
 
 
 def coding_fields(df: DataFrame, codings_col: str) -> set[str]:
@@ -369,9 +366,7 @@ def map_codings(df: DataFrame, codings_col: str, vocab: VocabularyMaps, prefix: 
     hits = F.transform(F.col(codings_col), with_hit)
     chosen = F.coalesce(
         F.try_element_at(F.filter(hits, lambda h: h["hit"]["reaches_standard"]), F.lit(1)),
-        F.try_element_at(
-            F.filter(hits, lambda h: h["hit"]["source_concept_id"] != 0), F.lit(1)
-        ),
+        F.try_element_at(F.filter(hits, lambda h: h["hit"]["source_concept_id"] != 0), F.lit(1)),
         F.try_element_at(F.filter(hits, lambda h: h["code"].isNotNull()), F.lit(1)),
     )
     chosen_col, target_col = f"__{prefix}_chosen", f"__{prefix}_target"

@@ -8,8 +8,9 @@ What the subset keeps:
   concepts (this covers the RxNorm Ingredient ancestors that drug eras need);
 - whole small vocabularies the transforms write constants from (type concepts, visits,
   gender, race, ethnicity, UCUM units);
-- mapping relationships of the kept concepts, even when their target is not in the
-  release (they are harmless and keep the release's shape); synonyms and drug strengths
+- `Maps to` / `Maps to value` rows of the kept concepts, even when their target is not in
+  the release (harmless, and they keep the release's shape); `Mapped from` rows only
+  between kept concepts; synonyms and drug strengths
   of the kept concepts; VOCABULARY, DOMAIN, CONCEPT_CLASS and RELATIONSHIP whole.
 
 Files are written tab-separated, unquoted, YYYYMMDD dates, like Athena; a file over 1 MB is
@@ -57,7 +58,8 @@ WHOLE_VOCABULARIES = (
     "Death Type",
     "Device Type",
 )
-MAPPING_RELATIONSHIPS = (MAPS_TO, MAPS_TO_VALUE, "Mapped from", "Value mapped from")
+FORWARD_MAPS = (MAPS_TO, MAPS_TO_VALUE)
+REVERSE_MAPS = ("Mapped from", "Value mapped from")
 WHOLE_TABLES = ("vocabulary", "domain", "concept_class", "relationship")
 GZIP_ABOVE_BYTES = 1_000_000
 FHIR_SUFFIXES = (".ndjson", ".ndjson.gz", ".json", ".json.gz")
@@ -124,9 +126,15 @@ def concept_ids_for_codes(codes: DataFrame, source_map: DataFrame, systems: Data
         (keyed["vocabulary_id"] == source_map["source_vocabulary_id"])
         & (keyed["_key"] == source_map["source_code_key"]),
     )
-    sources = hits.select(F.col("source_concept_id").alias("concept_id"), F.lit("source").alias("role"))
-    targets = hits.select(F.col("target_concept_id").alias("concept_id"), F.lit("target").alias("role"))
-    values = hits.select(F.col("value_concept_id").alias("concept_id"), F.lit("target").alias("role"))
+    sources = hits.select(
+        F.col("source_concept_id").alias("concept_id"), F.lit("source").alias("role")
+    )
+    targets = hits.select(
+        F.col("target_concept_id").alias("concept_id"), F.lit("target").alias("role")
+    )
+    values = hits.select(
+        F.col("value_concept_id").alias("concept_id"), F.lit("target").alias("role")
+    )
     return (
         sources.unionByName(targets)
         .unionByName(values)
@@ -143,7 +151,8 @@ def subset_tables(
 
     concept = tables["concept"]
     source_map = build_source_to_standard(concept, tables["concept_relationship"], systems)
-    coded = concept_ids_for_codes(codes, source_map, systems)
+    # Small, and reused by every table below: computed once instead of once per table.
+    coded = concept_ids_for_codes(codes, source_map, systems).cache()
     targets = coded.where(F.col("role") == "target").select(
         F.col("concept_id").alias("descendant_concept_id")
     )
@@ -155,15 +164,20 @@ def subset_tables(
             concept.where(F.col("vocabulary_id").isin(*WHOLE_VOCABULARIES)).select("concept_id")
         )
         .distinct()
+        .cache()
     )
-    relationship = tables["concept_relationship"].where(
-        F.col("relationship_id").isin(*MAPPING_RELATIONSHIPS)
+    # Forward maps of kept concepts are kept even when dangling; the reverse rows only
+    # when both ends are kept, or every source code of a kept target would come along.
+    relationship = tables["concept_relationship"].join(
+        wanted.withColumnRenamed("concept_id", "concept_id_1"), "concept_id_1", "left_semi"
+    )
+    forward = relationship.where(F.col("relationship_id").isin(*FORWARD_MAPS))
+    reverse = relationship.where(F.col("relationship_id").isin(*REVERSE_MAPS)).join(
+        wanted.withColumnRenamed("concept_id", "concept_id_2"), "concept_id_2", "left_semi"
     )
     result = {
         "concept": concept.join(wanted, "concept_id", "left_semi"),
-        "concept_relationship": relationship.join(
-            wanted.withColumnRenamed("concept_id", "concept_id_1"), "concept_id_1", "left_semi"
-        ),
+        "concept_relationship": forward.unionByName(reverse),
         "concept_ancestor": ancestor.select(*tables["concept_ancestor"].columns),
         "concept_synonym": tables["concept_synonym"].join(wanted, "concept_id", "left_semi"),
         "drug_strength": tables["drug_strength"].join(

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from omopflow import cdm
-from transforms.derived.ids import IdMaker, stable_id
+from transforms.derived.ids import IdAssigner, person_scoped_ids
 from transforms.derived.intervals import collapse_spans
 
 if TYPE_CHECKING:
@@ -56,9 +56,9 @@ def _occurrence_spans(condition_occurrence: DataFrame) -> DataFrame:
 def build_condition_era(
     condition_occurrence: DataFrame,
     gap_days: int = PERSISTENCE_WINDOW_DAYS,
-    ids: IdMaker = stable_id,
+    ids: IdAssigner = person_scoped_ids,
 ) -> DataFrame:
-    """CONDITION_ERA rows; id = ids("condition_era", person_id, concept, start date)."""
+    """CONDITION_ERA rows; ids from (person_id, condition_concept_id, era start date)."""
     from pyspark.sql import functions as F
 
     keys = ["person_id", "condition_concept_id"]
@@ -68,18 +68,14 @@ def build_condition_era(
         gap_days,
         F.count(F.lit(1)).alias("condition_occurrence_count"),
     )
-    return cdm.conform(
-        eras.select(
-            ids(TABLE, *[F.col(key) for key in keys], F.col("start_date")).alias(
-                "condition_era_id"
-            ),
-            *keys,
-            F.col("start_date").alias("condition_era_start_date"),
-            F.col("end_date").alias("condition_era_end_date"),
-            "condition_occurrence_count",
-        ),
-        TABLE,
+    rows = eras.select(
+        *keys,
+        F.col("start_date").alias("condition_era_start_date"),
+        F.col("end_date").alias("condition_era_end_date"),
+        "condition_occurrence_count",
     )
+    natural_key = [*keys, "condition_era_start_date"]
+    return cdm.conform(ids(rows, natural_key, "condition_era_id"), TABLE)
 
 
 def count_condition_era_exclusions(condition_occurrence: DataFrame) -> dict[str, int]:

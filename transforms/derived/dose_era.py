@@ -25,7 +25,7 @@ from transforms.derived.drug_era import (
     exposure_end,
     require_columns,
 )
-from transforms.derived.ids import IdMaker, stable_id
+from transforms.derived.ids import IdAssigner, person_scoped_ids
 from transforms.derived.intervals import collapse_spans
 
 if TYPE_CHECKING:
@@ -54,11 +54,11 @@ def build_dose_era(
     drug_exposure: DataFrame,
     drug_strength: DataFrame,
     gap_days: int = PERSISTENCE_WINDOW_DAYS,
-    ids: IdMaker = stable_id,
+    ids: IdAssigner = person_scoped_ids,
 ) -> tuple[DataFrame | None, str]:
     """DOSE_ERA rows (or None) and a one-line reason or summary for the run ledger.
 
-    The id is ids("dose_era", person_id, ingredient, unit, dose_value, start date).
+    Ids come from (person_id, ingredient, unit, dose_value, era start date).
     """
     from pyspark.sql import functions as F
 
@@ -110,7 +110,6 @@ def build_dose_era(
     keys = ["person_id", "ingredient_concept_id", "unit_concept_id", "dose_value"]
     eras = collapse_spans(doses.where(F.col("dose_value").isNotNull()), keys, gap_days)
     table = eras.select(
-        ids(TABLE, *[F.col(key) for key in keys], F.col("start_date")).alias("dose_era_id"),
         "person_id",
         F.col("ingredient_concept_id").alias("drug_concept_id"),
         "unit_concept_id",
@@ -122,4 +121,11 @@ def build_dose_era(
         f"dose_era built from {with_dose} of {pairs} exposure-ingredient pairs; "
         f"{pairs - with_dose} lack an amount strength, quantity or days supply"
     )
-    return cdm.conform(table, TABLE), summary
+    natural_key = [
+        "person_id",
+        "drug_concept_id",
+        "unit_concept_id",
+        "dose_value",
+        "dose_era_start_date",
+    ]
+    return cdm.conform(ids(table, natural_key, "dose_era_id"), TABLE), summary

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from omopflow import cdm
-from transforms.derived.ids import IdMaker, stable_id
+from transforms.derived.ids import IdAssigner, person_scoped_ids
 from transforms.derived.intervals import collapse_spans
 
 if TYPE_CHECKING:
@@ -121,13 +121,13 @@ def build_drug_era(
     concept: DataFrame,
     concept_ancestor: DataFrame,
     gap_days: int = PERSISTENCE_WINDOW_DAYS,
-    ids: IdMaker = stable_id,
+    ids: IdAssigner = person_scoped_ids,
 ) -> tuple[DataFrame, dict[str, int]]:
     """DRUG_ERA rows and the counts of exposures left out, for the run ledger.
 
     The counts dict has: drug_exposures, exposures_without_ingredient,
     exposures_with_negative_days_supply, exposures_without_person_or_start_date,
-    exposures_used. The id is ids("drug_era", person_id, ingredient, start date).
+    exposures_used. Ids come from (person_id, ingredient, era start date).
     """
     from pyspark.sql import functions as F
 
@@ -148,7 +148,6 @@ def build_drug_era(
         F.sum("days_exposed").alias("days_exposed"),
     )
     table = eras.select(
-        ids(TABLE, *[F.col(key) for key in keys], F.col("start_date")).alias("drug_era_id"),
         "person_id",
         F.col("ingredient_concept_id").alias("drug_concept_id"),
         F.col("start_date").alias("drug_era_start_date"),
@@ -156,6 +155,8 @@ def build_drug_era(
         "drug_exposure_count",
         (F.datediff("end_date", "start_date") - F.col("days_exposed")).alias("gap_days"),
     )
+    natural_key = ["person_id", "drug_concept_id", "drug_era_start_date"]
+    table = ids(table, natural_key, "drug_era_id")
     return cdm.conform(table, TABLE), _count_exclusions(drug_exposure, ingredients)
 
 

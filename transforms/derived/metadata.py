@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from omopflow import __version__, cdm
-from transforms.derived.ids import IdMaker, stable_id
+from transforms.derived.ids import IdAssigner, small_table_ids
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -69,11 +69,11 @@ def build_metadata(
     spark: SparkSession,
     run: Mapping[str, str | Sequence[str]],
     metadata_date: date | None = None,
-    ids: IdMaker = stable_id,
+    ids: IdAssigner = small_table_ids,
 ) -> DataFrame:
     """One METADATA row per (name, value); a list value gives one row per item.
 
-    The id is ids("metadata", name, value), so the same facts keep the same ids.
+    Ids come from (name, value), so the same facts keep the same ids.
     """
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
@@ -85,11 +85,10 @@ def build_metadata(
     )
     facts = spark.createDataFrame(_rows(run), schema=schema)
     table = facts.select(
-        ids(TABLE, F.col("name"), F.col("value")).alias("metadata_id"),
         F.lit(METADATA_CONCEPT).alias("metadata_concept_id"),
         F.lit(METADATA_TYPE_CONCEPT).alias("metadata_type_concept_id"),
         "name",
         F.col("value").alias("value_as_string"),
         F.lit(metadata_date).cast("date").alias("metadata_date"),
     )
-    return cdm.conform(table, TABLE)
+    return cdm.conform(ids(table, ["name", "value_as_string"], "metadata_id"), TABLE)

@@ -27,7 +27,7 @@ from functools import reduce
 from typing import TYPE_CHECKING
 
 from omopflow import cdm
-from transforms.derived.ids import IdMaker, stable_id
+from transforms.derived.ids import IdAssigner, person_scoped_ids
 from transforms.derived.intervals import collapse_spans
 
 if TYPE_CHECKING:
@@ -78,13 +78,13 @@ def event_spans(table: str, events: DataFrame) -> DataFrame:
 def build_observation_period(
     events: Mapping[str, DataFrame],
     gap_days: int = DEFAULT_GAP_DAYS,
-    ids: IdMaker = stable_id,
+    ids: IdAssigner = person_scoped_ids,
 ) -> DataFrame:
     """One row per period: spans of each person's events merged across gaps <= gap_days.
 
     `events` maps OMOP table names (keys of EVENT_DATES) to those tables. A gap of at least
     one day is required so that back-to-back periods merge, as the CDM demands. The id is
-    `ids("observation_period", person_id, observation_period_start_date)`.
+    `ids(rows, [person_id, observation_period_start_date], "observation_period_id")`.
     """
     from pyspark.sql import functions as F
 
@@ -101,13 +101,11 @@ def build_observation_period(
     # Spans sharing a start date always merge: keep only the longest to shrink the sort.
     spans = spans.groupBy("person_id", "start_date").agg(F.max("end_date").alias("end_date"))
     periods = collapse_spans(spans, ["person_id"], gap_days)
-    return cdm.conform(
-        periods.select(
-            ids(TABLE, F.col("person_id"), F.col("start_date")).alias("observation_period_id"),
-            "person_id",
-            F.col("start_date").alias("observation_period_start_date"),
-            F.col("end_date").alias("observation_period_end_date"),
-            F.lit(EHR).alias("period_type_concept_id"),
-        ),
-        TABLE,
+    rows = periods.select(
+        "person_id",
+        F.col("start_date").alias("observation_period_start_date"),
+        F.col("end_date").alias("observation_period_end_date"),
+        F.lit(EHR).alias("period_type_concept_id"),
     )
+    natural_key = ["person_id", "observation_period_start_date"]
+    return cdm.conform(ids(rows, natural_key, "observation_period_id"), TABLE)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 from derived_fixtures import d
+from pyspark.sql import functions as F
 
 from transforms.derived.condition_era import build_condition_era, count_condition_era_exclusions
 
@@ -108,13 +111,24 @@ def test_concepts_and_persons_never_share_an_era(omop_table: Any) -> None:
 def test_eras_never_overlap_per_person_and_concept(omop_table: Any) -> None:
     table = occurrences(
         omop_table,
-        *[(1, STREP_THROAT, f"2020-{month:02d}-{day:02d}", None) for month, day in [
-            (1, 1), (1, 20), (3, 1), (3, 31), (5, 2), (5, 3), (9, 9), (10, 10), (10, 11)
-        ]],
+        *[
+            (1, STREP_THROAT, f"2020-{month:02d}-{day:02d}", None)
+            for month, day in [
+                (1, 1),
+                (1, 20),
+                (3, 1),
+                (3, 31),
+                (5, 2),
+                (5, 3),
+                (9, 9),
+                (10, 10),
+                (10, 11),
+            ]
+        ],
     )
     rows = eras(build_condition_era(table))
     assert sum(row[4] for row in rows) == 9
-    for earlier, later in zip(rows, rows[1:], strict=False):
+    for earlier, later in pairwise(rows):
         gap = (d(later[2]) - d(earlier[3])).days
         assert gap > 30, (earlier, later)
 
@@ -150,3 +164,30 @@ def test_era_ids_are_stable_and_distinct(omop_table: Any) -> None:
     first = sorted(row.condition_era_id for row in build_condition_era(table).collect())
     again = sorted(row.condition_era_id for row in build_condition_era(table).collect())
     assert first == again and len(set(first)) == 2
+
+
+def test_same_eras_as_etl_synthea_on_its_27_person_sample(spark: Any, shared_data: Path) -> None:
+    folder = shared_data / "omop-reference" / "synthea27nj-etl-synthea"
+
+    def read(name: str) -> Any:
+        return spark.read.csv(str(folder / f"{name}.csv"), header=True, inferSchema=True)
+
+    columns = ["person_id", "condition_concept_id", "start", "end", "count"]
+    mine = build_condition_era(read("CONDITION_OCCURRENCE")).select(
+        "person_id",
+        "condition_concept_id",
+        "condition_era_start_date",
+        "condition_era_end_date",
+        "condition_occurrence_count",
+    )
+    theirs = read("CONDITION_ERA").select(
+        F.col("person_id").cast("long"),
+        F.col("condition_concept_id").cast("long"),
+        F.to_date("condition_era_start_date"),
+        F.to_date("condition_era_end_date"),
+        F.col("condition_occurrence_count").cast("int"),
+    )
+    mine, theirs = mine.toDF(*columns), theirs.toDF(*columns)
+    assert theirs.count() == 469
+    assert mine.exceptAll(theirs).count() == 0
+    assert theirs.exceptAll(mine).count() == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +52,7 @@ def vocabulary(spark: Any) -> tuple[Any, Any]:
     return concept, ancestor
 
 
-def exposures(
-    omop_table: Any, *rows: tuple[int, int, str, str | None, int | None]
-) -> Any:
+def exposures(omop_table: Any, *rows: tuple[int, int, str, str | None, int | None]) -> Any:
     return omop_table(
         "drug_exposure",
         [
@@ -224,7 +223,7 @@ def test_eras_never_overlap_per_person_and_ingredient(
     )
     rows = eras(build_drug_era(table, *vocabulary)[0])
     assert sum(row[4] for row in rows) == len(starts)
-    for earlier, later in zip(rows, rows[1:], strict=False):
+    for earlier, later in pairwise(rows):
         assert (d(later[2]) - d(earlier[3])).days > 30, (earlier, later)
 
 

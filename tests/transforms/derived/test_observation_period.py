@@ -8,7 +8,7 @@ import pytest
 from derived_fixtures import d
 
 from omopflow import cdm
-from transforms.derived.ids import ID_MASK
+from transforms.derived.ids import ID_MASK, hashed_ids
 from transforms.derived.observation_period import (
     DEFAULT_GAP_DAYS,
     EHR,
@@ -154,18 +154,34 @@ def test_events_without_start_date_or_person_are_left_out(omop_table: Any) -> No
     assert periods(result) == [(1, "2020-06-01", "2020-06-01")]
 
 
-def test_output_is_cdm_typed_with_ehr_type_and_stable_53_bit_ids(omop_table: Any) -> None:
-    table = visits(omop_table, (1, "2020-01-01", None), (1, "2022-01-01", None))
-    first = build_observation_period({"visit_occurrence": table}, gap_days=30)
-    again = build_observation_period({"visit_occurrence": table.orderBy("visit_start_date")})
-    assert first.schema == cdm.conform(first, "observation_period").schema
-    rows = first.collect()
-    ids = {row.observation_period_id for row in rows}
-    assert len(ids) == 2 and all(0 <= i <= ID_MASK for i in ids)
+def test_output_is_cdm_typed_with_ehr_type_and_stable_ids(omop_table: Any) -> None:
+    table = visits(
+        omop_table, (2, "2020-01-01", None), (1, "2022-01-01", None), (1, "2020-01-01", None)
+    )
+    result = build_observation_period({"visit_occurrence": table}, gap_days=30)
+    assert result.schema == cdm.conform(result, "observation_period").schema
+    rows = result.collect()
     assert {row.period_type_concept_id for row in rows} == {EHR}
-    # Same person and start date: same id whatever the row order or window.
-    first_id = {r.observation_period_id for r in rows if r.observation_period_start_date.year == 2020}
-    assert first_id <= {row.observation_period_id for row in again.collect()}
+    # The person id in the high bits, the rank by start date in the low 22: every run alike.
+    ids = {
+        (r.person_id, r.observation_period_start_date.isoformat()): r.observation_period_id
+        for r in rows
+    }
+    assert ids == {
+        (1, "2020-01-01"): (1 << 22) + 1,
+        (1, "2022-01-01"): (1 << 22) + 2,
+        (2, "2020-01-01"): (2 << 22) + 1,
+    }
+    shuffled = table.orderBy("visit_start_date", ascending=False).repartition(2)
+    again = build_observation_period({"visit_occurrence": shuffled}, gap_days=30)
+    assert sorted(again.collect()) == sorted(rows)
+
+
+def test_hashed_ids_are_an_option(omop_table: Any) -> None:
+    table = visits(omop_table, (1, "2020-01-01", None), (1, "2022-01-01", None))
+    result = build_observation_period({"visit_occurrence": table}, gap_days=30, ids=hashed_ids)
+    ids = [row.observation_period_id for row in result.collect()]
+    assert len(set(ids)) == 2 and all(0 <= i <= ID_MASK for i in ids)
 
 
 @pytest.mark.parametrize("gap_days", [0, -1])

@@ -1,0 +1,161 @@
+"""The data dictionary of a release: every published column with its CDM description, type,
+share of nulls and number of distinct values, as `data_dictionary.csv` and `.md`.
+
+Counts come from one Spark aggregate per table (the only values brought to the driver are
+those summary numbers). Vocabulary tables (CONCEPT, CONCEPT_ANCESTOR, ...) are listed but
+not profiled: they are the Athena release as loaded, can hold hundreds of millions of rows,
+and their contents are documented by Athena itself.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from omopflow import cdm
+from vocabularies.athena import TABLE_KEYS
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+DICTIONARY_CSV = "data_dictionary.csv"
+DICTIONARY_MD = "data_dictionary.md"
+VOCABULARY_TABLES = frozenset(TABLE_KEYS)
+NOT_IN_SPEC = "(not in the OMOP CDM v5.4 spec)"
+
+
+@dataclass(frozen=True)
+class ColumnProfile:
+    table: str
+    column: str
+    cdm_datatype: str
+    parquet_type: str
+    required: bool
+    rows: int
+    null_share: float | None  # None: not profiled (vocabulary table)
+    distinct: int | None
+    description: str
+
+
+def release_tables(release_dir: Path) -> list[str]:
+    """Folders of a release that hold Parquet files, i.e. its published tables."""
+    return sorted(
+        p.name
+        for p in Path(release_dir).iterdir()
+        if p.is_dir() and not p.name.startswith((".", "_")) and any(p.rglob("*.parquet"))
+    )
+
+
+def profile_table(spark: SparkSession, release_dir: Path, table: str) -> list[ColumnProfile]:
+    from pyspark.sql import functions as F
+
+    df = spark.read.parquet(str(Path(release_dir) / table))
+    spec = _spec(table)
+    profiled = table not in VOCABULARY_TABLES
+    aggregates = [F.count(F.lit(1)).alias("_rows")]
+    if profiled:
+        for i, name in enumerate(df.columns):
+            aggregates.append(F.count(F.col(f"`{name}`")).alias(f"n{i}"))
+            aggregates.append(F.count_distinct(F.col(f"`{name}`")).alias(f"d{i}"))
+    summary = df.agg(*aggregates).first()
+    assert summary is not None  # a global aggregate always returns one row
+    rows = int(summary["_rows"])
+    profiles = []
+    for i, column in enumerate(df.schema.fields):
+        field = spec.get(column.name)
+        profiles.append(
+            ColumnProfile(
+                table=table,
+                column=column.name,
+                cdm_datatype=field.datatype if field else "",
+                parquet_type=column.dataType.simpleString(),
+                required=bool(field and field.required),
+                rows=rows,
+                null_share=_null_share(rows, summary[f"n{i}"]) if profiled else None,
+                distinct=int(summary[f"d{i}"]) if profiled else None,
+                description=_one_line(field.description) if field else NOT_IN_SPEC,
+            )
+        )
+    return profiles
+
+
+def _spec(table: str) -> dict[str, cdm.CdmField]:
+    try:
+        return {f.name: f for f in cdm.table_fields(table)}
+    except KeyError:
+        return {}
+
+
+def _null_share(rows: int, non_null: int) -> float:
+    return round((rows - non_null) / rows, 4) if rows else 0.0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def data_dictionary(spark: SparkSession, release_dir: Path) -> list[ColumnProfile]:
+    return [
+        profile
+        for table in release_tables(release_dir)
+        for profile in profile_table(spark, release_dir, table)
+    ]
+
+
+def write_data_dictionary(spark: SparkSession, release_dir: Path) -> Path:
+    """Write `data_dictionary.csv` and `data_dictionary.md` into the release; return the CSV."""
+    release_dir = Path(release_dir)
+    profiles = data_dictionary(spark, release_dir)
+    target = release_dir / DICTIONARY_CSV
+    with target.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, [f.name for f in fields(ColumnProfile)])
+        writer.writeheader()
+        for profile in profiles:
+            writer.writerow(asdict(profile))
+    (release_dir / DICTIONARY_MD).write_text(to_markdown(profiles), encoding="utf-8")
+    return target
+
+
+def read_data_dictionary(path: Path) -> list[ColumnProfile]:
+    """Read back a `data_dictionary.csv` (for the report, without recounting)."""
+    with Path(path).open(encoding="utf-8") as handle:
+        return [
+            ColumnProfile(
+                table=row["table"],
+                column=row["column"],
+                cdm_datatype=row["cdm_datatype"],
+                parquet_type=row["parquet_type"],
+                required=row["required"] == "True",
+                rows=int(row["rows"]),
+                null_share=float(row["null_share"]) if row["null_share"] else None,
+                distinct=int(row["distinct"]) if row["distinct"] else None,
+                description=row["description"],
+            )
+            for row in csv.DictReader(handle)
+        ]
+
+
+def to_markdown(profiles: list[ColumnProfile]) -> str:
+    lines = ["# Data dictionary", ""]
+    table = None
+    for p in profiles:
+        if p.table != table:
+            table = p.table
+            lines += [
+                "",
+                f"## {table} ({p.rows:,} rows)",
+                "",
+                "| column | CDM type | Parquet type | required | null share | distinct | "
+                "description |",
+                "|---|---|---|---|---|---|---|",
+            ]
+        null = "" if p.null_share is None else f"{p.null_share:.2%}"
+        distinct = "" if p.distinct is None else f"{p.distinct:,}"
+        text = p.description.replace("|", "\\|")
+        lines.append(
+            f"| {p.column} | {p.cdm_datatype} | {p.parquet_type} | "
+            f"{'yes' if p.required else ''} | {null} | {distinct} | {text} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,192 @@
+"""Staging: every line staged or quarantined with its reason, file and line number."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from omopflow.landing import discover
+from omopflow.staging import StagingPaths, read_staged, stage
+from tests.fhir_fixtures import bundle, encounter, patient, write_ndjson
+
+BROKEN_PATIENT_LINES: list[object] = [
+    "\ufeff" + json.dumps(patient("bom")),  # 1: byte-order mark: staged
+    '{"resourceType": "Patient", "id": "cut"',  # 2
+    "[1, 2]",  # 3
+    "42",  # 4
+    {"id": "no-type"},  # 5
+    {"resourceType": "Nonsense", "id": "x"},  # 6
+    encounter("wrong-file", "bom"),  # 7
+    {"resourceType": "Patient"},  # 8
+    "   ",  # 9
+    b'{"resourceType": "Patient", "id": "bad-bytes", "gender": "f\xff"}',  # 10
+    {"resourceType": "Patient", "id": "not-r4", "gender": {"nested": True}, "name": "Ann"},  # 11
+    patient("twice", meta={"lastUpdated": "2021-01-01T00:00:00Z"}, gender="male"),  # 12
+    patient("twice", meta={"lastUpdated": "2022-01-01T00:00:00Z"}, gender="female"),  # 13
+    patient("good"),  # 14
+]
+
+EXPECTED_REASONS = {
+    2: "malformed JSON",
+    3: "not a JSON object: array",
+    4: "not a JSON object: scalar or text",
+    5: "missing resourceType",
+    6: "unknown resourceType",
+    7: "resourceType does not match the file's type",
+    8: "missing id",
+    9: "blank line",
+    10: "invalid UTF-8 bytes",
+    11: "does not match the FHIR R4 schema",
+}
+
+
+@pytest.fixture(scope="module")
+def staged_run(spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("staging")
+    data = root / "in"
+    write_ndjson(data / "Patient.000.ndjson", BROKEN_PATIENT_LINES)
+    write_ndjson(data / "Encounter.000.ndjson.gz", [encounter("e1", "good")])
+    transaction = bundle(
+        [
+            {"fullUrl": "urn:uuid:p-b", "resource": patient("p-b")},
+            {
+                "fullUrl": "urn:uuid:e-b",
+                "resource": encounter("e-b", "x", subject={"reference": "urn:uuid:p-b"}),
+            },
+            {"request": {"method": "DELETE", "url": "Patient/good"}},
+            {"fullUrl": "urn:uuid:inner", "resource": bundle([])},
+            {"fullUrl": "urn:uuid:empty"},
+        ]
+    )
+    (data / "bundle.json").write_text(json.dumps(transaction))
+    paths = StagingPaths(root / "work", None, root / "staged", root / "quarantine")
+    section = stage(spark, discover(data), "s1", paths)
+    quarantine = spark.read.parquet(str(root / "quarantine" / "*"))
+    return section, quarantine, paths
+
+
+def test_every_item_is_staged_or_quarantined(staged_run):
+    section, _, _ = staged_run
+    assert section["items"] == section["staged"] + section["quarantined"]
+    # 14 Patient lines + 1 Encounter line + 5 Bundle entries
+    assert section["items"] == 20
+    assert section["lines_read"] == 16
+    assert section["bundles_expanded"] == 1
+
+
+@pytest.mark.parametrize(("line", "reason"), sorted(EXPECTED_REASONS.items()))
+def test_broken_line_is_quarantined_with_its_line_and_reason(staged_run, line, reason):
+    _, quarantine, _ = staged_run
+    rows = quarantine.where(f"_file like '%Patient.000.ndjson' and _line = {line}").collect()
+    assert [r["reason"] for r in rows] == [reason]
+    assert rows[0]["raw"] is not None, "the raw line is kept so nothing is lost"
+
+
+def test_bundle_entry_problems_are_quarantined_by_entry(staged_run):
+    _, quarantine, _ = staged_run
+    rows = quarantine.where("_file like '%bundle.json'").orderBy("_entry").collect()
+    assert [(r["_entry"], r["reason"]) for r in rows] == [
+        (4, "Bundle inside a Bundle"),
+        (5, "Bundle entry without resource"),
+    ]
+
+
+def test_byte_order_mark_is_not_part_of_the_json(spark, staged_run):
+    _, _, paths = staged_run
+    ids = {r["id"] for r in read_staged(spark, [paths.target], "Patient").collect()}
+    assert "bom" in ids
+
+
+def test_latest_version_by_last_updated_wins(spark, staged_run):
+    _, _, paths = staged_run
+    twice = read_staged(spark, [paths.target], "Patient").where("id = 'twice'").collect()
+    assert [r["gender"] for r in twice] == ["female"]
+
+
+def test_bundle_delete_hides_the_resource(spark, staged_run):
+    _, _, paths = staged_run
+    ids = {r["id"] for r in read_staged(spark, [paths.target], "Patient").collect()}
+    assert "good" not in ids
+    assert {"bom", "twice", "p-b"} <= ids
+
+
+def test_urn_references_resolve_to_type_and_id(spark, staged_run):
+    _, _, paths = staged_run
+    encounter_row = read_staged(spark, [paths.target], "Encounter").where("id = 'e-b'").first()
+    assert encounter_row["subject"]["reference"] == "Patient/p-b"
+    assert encounter_row["_entry"] == 2
+
+
+def test_gzipped_ndjson_is_read_with_lineage(spark, staged_run):
+    _, _, paths = staged_run
+    row = read_staged(spark, [paths.target], "Encounter").where("id = 'e1'").first()
+    assert row["_file"].endswith("Encounter.000.ndjson.gz")
+    assert (row["_line"], row["_site"]) == (1, "s1")
+
+
+def test_line_numbers_hold_when_a_file_is_split(spark, tmp_path):
+    """Spark splits big files into byte ranges; numbering must continue across them."""
+    lines = [patient(f"p{i:04d}") for i in range(400)]
+    write_ndjson(tmp_path / "in" / "Patient.ndjson", lines)
+    paths = StagingPaths(tmp_path / "w", None, tmp_path / "s", tmp_path / "q")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "4096")
+    try:
+        stage(spark, discover(tmp_path / "in"), "s", paths)
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    staged = read_staged(spark, [paths.target], "Patient").select("id", "_line").collect()
+    assert {(r["id"], r["_line"]) for r in staged} == {(f"p{i:04d}", i + 1) for i in range(400)}
+
+
+def test_manifest_problems_are_quarantined_as_files(spark, tmp_path):
+    data = tmp_path / "in"
+    write_ndjson(data / "Patient.ndjson", [patient("m1")])
+    manifest = {
+        "transactionTime": "2024-01-01T00:00:00Z",
+        "output": [
+            {"type": "Patient", "url": "Patient.ndjson"},
+            {"type": "Patient", "url": "gone.ndjson"},
+            {"type": "Patient", "url": "../../etc/passwd"},
+        ],
+    }
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    paths = StagingPaths(tmp_path / "w", None, tmp_path / "s", tmp_path / "q")
+    section = stage(spark, discover(data), "s", paths)
+    assert section["quarantined_by_reason"] == {
+        "manifest names a missing file": 1,
+        "manifest url outside the export folder": 1,
+    }
+    assert section["staged"] == 1
+
+
+def test_second_export_merges_into_the_site_staging(spark, tmp_path):
+    first, second = tmp_path / "e1", tmp_path / "e2"
+    write_ndjson(first / "Patient.ndjson", [patient("a"), patient("b", gender="male")])
+    write_ndjson(
+        second / "Patient.ndjson",
+        [patient("b", gender="female", meta={"lastUpdated": "2030-01-01T00:00:00Z"})],
+    )
+    run1 = StagingPaths(tmp_path / "w1", None, tmp_path / "s1", tmp_path / "q1")
+    stage(spark, discover(first), "s", run1)
+    run2 = StagingPaths(tmp_path / "w2", run1.target, tmp_path / "s2", tmp_path / "q2")
+    stage(spark, discover(second), "s", run2)
+    rows = read_staged(spark, [run2.target], "Patient").select("id", "gender").collect()
+    assert sorted((r["id"], r["gender"]) for r in rows) == [("a", "female"), ("b", "female")]
+
+
+def test_missing_input_folder_is_a_clear_error(tmp_path):
+    from omopflow.errors import UsageError
+
+    with pytest.raises(UsageError, match="input folder not found"):
+        discover(tmp_path / "nope")
+
+
+def test_exporter_log_and_hidden_files_are_not_staged(tmp_path):
+    write_ndjson(tmp_path / "log.ndjson", [{"eventId": "kickoff"}])
+    write_ndjson(tmp_path / ".partial-x" / "Patient.ndjson", [patient("p")])
+    (tmp_path / "_state.json").write_text("{}")
+    found = discover(tmp_path)
+    assert found.files == ()
+    assert any(Path(p).name == "log.ndjson" for p in found.skipped)

@@ -1,0 +1,113 @@
+"""End to end on the shipped sample, with broken lines mixed in, run twice."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from omopflow import pipeline
+from omopflow.cli import SAMPLE_INPUT, SAMPLE_VOCAB
+from omopflow.config import RunConfig
+from tests.fhir_fixtures import write_ndjson
+
+KEY = b"end-to-end-test-key-0123456789ab"
+BROKEN = ['{"resourceType": "Patient", "id": ', "[]", '{"resourceType": "Patient"}']
+
+
+def _input_resources(folder: Path, resource_type: str) -> set[str]:
+    """Ids of one type in the sample, read with plain Python as an independent count."""
+    ids = set()
+    for path in folder.rglob("*.gz"):
+        text = gzip.decompress(path.read_bytes()).decode("utf-8")
+        if path.name.endswith(".ndjson.gz"):
+            resources = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            resources = [e["resource"] for e in json.loads(text)["entry"]]
+        ids.update(r["id"] for r in resources if r["resourceType"] == resource_type)
+    return ids
+
+
+@pytest.fixture(scope="module")
+def runs(spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    data = root / "input"
+    shutil.copytree(SAMPLE_INPUT, data)
+    write_ndjson(data / "broken" / "Patient.ndjson", BROKEN)
+    config = RunConfig(data, (SAMPLE_VOCAB,), root / "out", "site-a")
+    first = pipeline.run(spark, config, KEY)
+    first_tables = {t: _table_bytes(first.release, t) for t in first.rows}
+    second = pipeline.run(spark, config, KEY)
+    return config, first, first_tables, second
+
+
+def _table_bytes(release: Path, table: str) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((release / table).glob("*.parquet"))}
+
+
+def test_every_patient_becomes_a_person(runs, spark):
+    config, first, _, _ = runs
+    people = spark.read.parquet(str(config.out_dir / "current" / "person"))
+    assert people.count() == len(_input_resources(SAMPLE_INPUT, "Patient")) == first.rows["person"]
+
+
+def test_every_encounter_is_a_visit_or_an_exclusion(runs):
+    _, first, _, _ = runs
+    encounters = len(_input_resources(SAMPLE_INPUT, "Encounter"))
+    by_type = first.ledger["mapping"]["by_type"]["Encounter"]
+    assert by_type["in"] == encounters
+    assert first.rows["visit_occurrence"] == by_type["mapped"]
+    assert by_type["mapped"] + sum(by_type["excluded"].values()) == encounters
+
+
+def test_ledger_adds_up_and_counts_broken_lines(runs):
+    _, first, _, _ = runs
+    staging = first.ledger["staging"]
+    assert first.ledger["ledger_problems"] == []
+    assert staging["items"] + staging["file_problems"] == staging["staged"] + staging["quarantined"]
+    assert staging["quarantined_by_reason"] == {
+        "malformed JSON": 1,
+        "missing id": 1,
+        "not a JSON object: array": 1,
+    }
+
+
+def test_duckdb_catalog_answers_queries(runs):
+    import duckdb
+
+    config, first, _, _ = runs
+    with duckdb.connect(str(config.out_dir / "omop.duckdb"), read_only=True) as con:
+        persons = con.execute("SELECT count(*) FROM person").fetchone()[0]
+        visits_per_person = con.execute(
+            "SELECT count(*) FROM visit_occurrence v JOIN person p USING (person_id)"
+        ).fetchone()[0]
+    assert persons == first.rows["person"]
+    assert visits_per_person == first.rows["visit_occurrence"]
+
+
+def test_no_source_identifier_reaches_the_published_person_table(runs, spark):
+    config, _, _, _ = runs
+    patient_ids = _input_resources(SAMPLE_INPUT, "Patient")
+    values = {
+        r[0]
+        for r in spark.read.parquet(str(config.out_dir / "current" / "person"))
+        .select("person_source_value")
+        .collect()
+    }
+    assert values and not values & patient_ids
+
+
+def test_second_run_on_the_same_input_gives_identical_tables(runs):
+    _, first, first_tables, second = runs
+    assert second.release != first.release
+    for table in first.rows:
+        assert _table_bytes(second.release, table) == first_tables[table], table
+
+
+def test_previous_release_stays_readable(runs):
+    config, first, _, second = runs
+    assert (config.out_dir / "current").resolve() == second.release
+    assert (first.release / "person").is_dir()

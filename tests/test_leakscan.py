@@ -1,0 +1,221 @@
+"""Leakage scan: every identifier-like input value is searched for in every published file.
+
+The releases here are written with pyarrow and DuckDB directly (no Spark): the scan reads
+Parquet, whoever wrote it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from omopflow.errors import UsageError
+from omopflow.leakscan import (
+    ADDRESS,
+    FREE_TEXT,
+    IDENTIFIER,
+    NAME,
+    RESOURCE_ID,
+    SECRET,
+    TELECOM,
+    input_needles,
+    main,
+    make_needle,
+    scan_release,
+)
+from tests.fhir_fixtures import bundle, encounter, patient, write_ndjson
+
+PATIENT = patient(
+    "pat-7f3e9a",
+    identifier=[{"system": "urn:mrn", "value": "MRN-0042917"}],
+    name=[{"family": "Quackenbush", "given": ["Philippa", "Jo"]}],
+    telecom=[{"system": "phone", "value": "555-867-5309"}],
+    address=[{"line": ["42 Wallaby Way"], "city": "Sydney"}],
+    text={"status": "generated", "div": "<div>Philippa Quackenbush, born 1980</div>"},
+    extension=[
+        {
+            "url": "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName",
+            "valueString": "Oppenheimer",
+        }
+    ],
+)
+ENCOUNTER = encounter(
+    "enc-55b1c0",
+    "pat-7f3e9a",
+    participant=[
+        {"individual": {"reference": "Practitioner/prac-9911aa", "display": "Dr. Zelda Marwick"}}
+    ],
+    serviceProvider={"reference": "Organization/org-1", "display": "General Hospital"},
+    note=[{"text": "patient mentioned the neighbour's dog bit her"}],
+)
+KEY = b"leakscan-test-key-0123456789abcdef"
+
+
+@pytest.fixture
+def input_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "input"
+    write_ndjson(folder / "Patient.ndjson.gz", [PATIENT])
+    write_ndjson(folder / "Encounter.ndjson", [ENCOUNTER, "{not json"])
+    return folder
+
+
+def write_release(root: Path, tables: dict[str, dict[str, list[object]]]) -> Path:
+    release = root / "release"
+    for table, columns in tables.items():
+        (release / table).mkdir(parents=True)
+        pq.write_table(pa.table(columns), release / table / "part-00000.parquet")
+    return release
+
+
+def clean_person() -> dict[str, list[object]]:
+    return {
+        "person_id": [1],
+        "person_source_value": ["3f9c2b7e41aa09d1c2e3f4a5b6c7d8e9"],
+        "gender_source_value": ["female"],
+    }
+
+
+def test_needles_cover_every_kind_of_identifier(input_dir):
+    needles, unreadable = input_needles(input_dir)
+    found = {(n.kind, n.text) for n in needles}
+    assert {
+        (RESOURCE_ID, "pat-7f3e9a"),
+        (RESOURCE_ID, "prac-9911aa"),
+        (IDENTIFIER, "mrn-0042917"),
+        (NAME, "quackenbush"),
+        (NAME, "philippa"),
+        (NAME, "oppenheimer"),
+        (NAME, "dr. zelda marwick"),
+        (TELECOM, "555-867-5309"),
+        (TELECOM, "5558675309"),
+        (ADDRESS, "42 wallaby way"),
+        (FREE_TEXT, "patient mentioned the neighbour's dog bit her"),
+    } <= found
+    assert unreadable == 1, "the broken line is counted, not silently skipped"
+
+
+def test_short_and_non_personal_values_are_not_needles(input_dir):
+    texts = {n.text for n in input_needles(input_dir)[0]}
+    assert "jo" not in texts, "two letters would match everywhere"
+    assert "sydney" not in texts, "cities are allowed in the OMOP location table"
+    assert "general hospital" not in texts, "an organisation is not a person"
+    assert make_needle("123456", IDENTIFIER, "x") is not None
+    assert make_needle("12345", IDENTIFIER, "x") is None, "years and codes look like this"
+
+
+def test_bundle_entries_and_urn_full_urls_are_searched(tmp_path):
+    folder = tmp_path / "bundles"
+    folder.mkdir()
+    entry = {"fullUrl": "urn:uuid:0b7e-4c1d-9f00", "resource": patient("in-bundle-77")}
+    (folder / "b.json").write_text(json.dumps(bundle([entry])))
+    texts = {(n.kind, n.text) for n in input_needles(folder)[0]}
+    assert {(RESOURCE_ID, "in-bundle-77"), (RESOURCE_ID, "0b7e-4c1d-9f00")} <= texts
+
+
+def test_a_clean_release_passes(input_dir, tmp_path):
+    release = write_release(tmp_path, {"person": clean_person()})
+    report = scan_release(None, input_dir, release, secrets=[KEY])
+    assert report.clean, report.summary()
+    assert report.tables_scanned == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        ("pat-7f3e9a", RESOURCE_ID),
+        ("Patient/pat-7f3e9a", RESOURCE_ID),
+        ("MRN-0042917", IDENTIFIER),
+        ("QUACKENBUSH", NAME),
+        ("call 555-867-5309 after 6", TELECOM),
+        ("5558675309", TELECOM),
+        ("42  Wallaby Way", ADDRESS),
+        ("Patient mentioned the neighbour's dog bit her", FREE_TEXT),
+        (KEY.decode(), SECRET),
+        (KEY.hex(), SECRET),
+    ],
+)
+def test_a_leaked_value_is_found_with_its_kind_and_column(input_dir, tmp_path, value, kind):
+    person = clean_person()
+    person["gender_source_value"] = [value]
+    release = write_release(tmp_path, {"person": person})
+    report = scan_release(None, input_dir, release, secrets=[KEY])
+    assert [(f.kind, f.location, f.values) for f in report.findings] == [
+        (kind, "person.gender_source_value", 1)
+    ]
+
+
+def test_a_needle_inside_a_longer_token_is_not_a_finding(input_dir, tmp_path):
+    person = clean_person()
+    person["gender_source_value"] = ["xpat-7f3e9ax"]  # "7f3e9ax" is not the token "7f3e9a"
+    release = write_release(tmp_path, {"person": person})
+    assert scan_release(None, input_dir, release).clean
+
+
+def test_the_report_never_holds_the_leaked_value(input_dir, tmp_path):
+    person = clean_person()
+    person["gender_source_value"] = ["Quackenbush"]
+    release = write_release(tmp_path, {"person": person})
+    report = scan_release(None, input_dir, release)
+    assert "quackenbush" not in json.dumps(report.to_json()).lower()
+    assert report.findings[0].fhir_path == "Patient.name.family"
+
+
+def test_non_parquet_files_of_the_release_are_searched(input_dir, tmp_path):
+    release = write_release(tmp_path, {"person": clean_person()})
+    (release / "ledger.json").write_text(json.dumps({"skipped": ["/in/enc-55b1c0.json"]}))
+    report = scan_release(None, input_dir, release)
+    assert [(f.kind, f.location) for f in report.findings] == [(RESOURCE_ID, "ledger.json")]
+
+
+def test_hidden_scratch_folders_are_not_published_so_not_scanned(input_dir, tmp_path):
+    release = write_release(tmp_path, {"person": clean_person()})
+    scratch = release / "_work"
+    scratch.mkdir()
+    (scratch / "items.json").write_text(json.dumps(PATIENT))
+    assert scan_release(None, input_dir, release).clean
+
+
+def test_a_crosswalk_inside_the_release_is_reported(input_dir, tmp_path):
+    release = write_release(tmp_path, {"person": clean_person()})
+    (release / "restricted" / "crosswalk").mkdir(parents=True)
+    report = scan_release(None, input_dir, release)
+    assert not report.clean
+    assert any("crosswalk" in p for p in report.problems)
+
+
+def test_catalog_views_over_restricted_folders_are_reported(input_dir, tmp_path):
+    import duckdb
+
+    release = write_release(tmp_path, {"person": clean_person()})
+    crosswalk = write_release(tmp_path / "restricted" / "crosswalk", {"ids": {"omop_id": [1]}})
+    catalog = tmp_path / "omop.duckdb"
+    with duckdb.connect(str(catalog)) as con:
+        con.execute(f"CREATE VIEW person AS FROM read_parquet('{release}/person/*.parquet')")
+        con.execute(f"CREATE VIEW xwalk AS FROM read_parquet('{crosswalk}/ids/*.parquet')")
+    report = scan_release(None, input_dir, release, catalog=catalog)
+    assert report.problems == [
+        "catalog view xwalk reads a restricted folder",
+        "catalog view xwalk reads a crosswalk folder",
+    ]
+
+
+def test_command_exits_7_and_writes_the_report_when_a_leak_is_found(input_dir, tmp_path, capsys):
+    out = tmp_path / "warehouse"
+    person = clean_person()
+    person["gender_source_value"] = ["Philippa"]
+    release = write_release(out / "releases", {"person": person})
+    (out / "current").symlink_to(release)
+    report_path = tmp_path / "report.json"
+    status = main(["--input", str(input_dir), "--out", str(out), "--report", str(report_path)])
+    assert status == 7
+    assert json.loads(report_path.read_text())["clean"] is False
+    assert "LEAKS FOUND" in capsys.readouterr().out
+
+
+def test_missing_release_is_a_clear_error(input_dir, tmp_path):
+    with pytest.raises(UsageError, match="release folder not found"):
+        scan_release(None, input_dir, tmp_path / "nope")
