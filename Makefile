@@ -23,9 +23,10 @@ setup: $(VENV)/.installed ## create .venv/ from the pinned dependencies
 demo: setup ## run the whole batch on the shipped sample (output in ./out/demo)
 	$(VENV)/bin/omopflow demo
 
-lint: setup ## ruff lint and format check
+lint: setup ## ruff lint and format check; generated suites up to date
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) -m expectations.generate --check
 
 types: setup ## mypy
 	$(VENV)/bin/mypy

@@ -197,7 +197,8 @@ def _missing_required_tables(tables: Mapping[str, DataFrame]) -> list[Check]:
 def ledger_sums(ledger: Mapping[str, Any] | None) -> tuple[dict[str, Counts], dict[str, str]]:
     """Differences in the run ledger's two sums, or why a sum could not be checked."""
     sums = {
-        "staging": ("lines_read", ("staged", "quarantined")),
+        # arrived = items (lines, JSON files, Bundle entries) + file-level problems
+        "staging": ("arrived", ("staged", "quarantined")),
         "mapping": ("resources_in", ("resources_mapped", "resources_excluded")),
     }
     counts: dict[str, Counts] = {}

@@ -117,6 +117,12 @@ def print_summary(result: RunResult, config: RunConfig) -> None:
     console.print(table)
     console.print(f"release:  {config.out_dir / 'current'}  ->  {result.release}")
     console.print(f"ledger:   {result.ledger_path}")
+    validation = result.ledger.get("validation", {})
+    console.print(
+        f"checks:   {validation.get('checks_run', 0)} run, "
+        f"{len(validation.get('warnings', []))} warnings; "
+        f"Data Docs: {validation.get('data_docs_index')}"
+    )
     console.print(f"catalog:  {result.catalog}")
     console.print(
         f'query:    duckdb {result.catalog} "SELECT gender_concept_id, count(*) '

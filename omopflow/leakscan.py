@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import gzip
 import json
 import re
@@ -275,12 +276,13 @@ def input_needles(input_dir: Path) -> tuple[list[Needle], int]:
         for text in _input_texts(path):
             try:
                 item = json.loads(text) if text is not None else None
-            except ValueError:
+                if item is not None:
+                    resource_needles(item, "", needles.add)
+            except (ValueError, RecursionError):
+                # Malformed or nested deeper than Python recurses: staging quarantines it.
                 item = None
             if item is None:
                 unreadable += 1
-                continue
-            resource_needles(item, "", needles.add)
     return sorted(needles.by_text.values(), key=lambda n: n.text), unreadable
 
 
@@ -289,10 +291,8 @@ def secret_needles(secrets: Iterable[bytes]) -> list[Needle]:
     found: list[Needle] = []
     for secret in secrets:
         forms = [secret.hex(), base64.b64encode(secret).decode("ascii")]
-        try:
+        with contextlib.suppress(UnicodeDecodeError):
             forms.append(secret.decode("utf-8"))
-        except UnicodeDecodeError:
-            pass
         found += [n for f in forms if (n := make_needle(f, SECRET, "pseudonym key")) is not None]
     return found
 

@@ -100,7 +100,7 @@ def check(ledger: Mapping[str, Any]) -> list[str]:
     problems = []
     staging = ledger.get("staging")
     if staging:
-        arrived = staging["items"] + staging["file_problems"]
+        arrived = staging["arrived"]
         accounted = staging["staged"] + staging["quarantined"]
         if arrived != accounted:
             problems.append(

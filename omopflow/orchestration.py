@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -438,6 +437,23 @@ def check_vocabulary_folder(folder: Path) -> None:
         raise UsageError(f"not an Athena release (no CONCEPT.csv): {folder}")
 
 
+def remap_input(settings: Settings) -> tuple[str, Path] | None:
+    """(site, export folder) to replay for a re-map; None when nothing was harmonised yet.
+
+    Not an empty input folder, which would be the natural choice: staging cannot read back
+    the items of an input without files yet (Spark cannot infer an empty Parquet schema).
+    """
+    for site_id in staged_sites(settings.warehouse):
+        applied = [
+            export
+            for export, entry in harmonised_exports(settings.warehouse, site_id).items()
+            if entry.get("run_id") and (settings.site_landing(site_id) / export).is_dir()
+        ]
+        if applied:
+            return site_id, settings.site_landing(site_id) / max(applied)
+    return None
+
+
 def staged_sites(warehouse: Path) -> list[str]:
     """Sites with published staging (a `CURRENT` pointer), sorted."""
     root = warehouse / "staging"
@@ -455,8 +471,9 @@ def refresh_vocabulary(
 ) -> dict[str, Any]:
     """Make `release` the vocabulary in use, re-map everything staged, report the changes.
 
-    One pipeline run with an empty input re-maps every site: the run's own site is restaged
-    from its previous staging unchanged, and all other sites' published staging is read.
+    One pipeline run re-maps every site: mapping reads all sites' published staging. The
+    run replays an export its site already harmonised (`remap_input`), which changes no
+    staged resource: replaying an applied export is idempotent by design.
     """
     run = run or _pipeline_run()
     from omopflow import publish
@@ -464,13 +481,13 @@ def refresh_vocabulary(
     for folder in release:
         check_vocabulary_folder(folder)
     previous = publish.current_release(settings.warehouse)
-    sites = staged_sites(settings.warehouse)
     report: dict[str, Any] = {"vocabulary": [str(f) for f in release], "previous": None}
-    if sites:
-        settings.warehouse.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".empty-input-", dir=settings.warehouse) as empty:
-            config = settings.run_config(Path(empty), sites[0], release)
-            result = run(spark, config, key, lambda stage: log.info("re-map: %s", stage))
+    replay = remap_input(settings)
+    if replay is not None:
+        site_id, input_dir = replay
+        report["replayed"] = {"site": site_id, "export": input_dir.name}
+        config = settings.run_config(input_dir, site_id, release)
+        result = run(spark, config, key, lambda stage: log.info("re-map: %s", stage))
         report["run_id"] = result.run_id
         report["vocabulary_meta"] = result.ledger.get("vocabulary")
         if previous is not None and result.release is not None:
@@ -479,6 +496,8 @@ def refresh_vocabulary(
         report_path = settings.warehouse / "runs" / f"{result.run_id}.vocabulary-changes.json"
         _write_json(report_path, report)
         report["report"] = str(report_path)
+    else:
+        log.warning("nothing harmonised with its export still landed: nothing re-mapped")
     _write_json(
         settings.warehouse / VOCABULARY_STATE,
         {"folders": [str(f.resolve()) for f in release], "run_id": report.get("run_id")},

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from omopflow import __version__, cdm, ledger, publish
 from omopflow.config import RunConfig
-from omopflow.errors import LedgerMismatch, RunLocked, UsageError
+from omopflow.errors import GateBlocked, LedgerMismatch, RunLocked, UsageError
 from omopflow.ids import IdAllocator
 from omopflow.landing import discover
 from omopflow.staging import StagingPaths, stage
@@ -157,6 +157,18 @@ def _run_locked(
         ledger.write(record, ledger_path)
         raise LedgerMismatch("the ledger does not add up: " + "; ".join(problems))
 
+    progress("validating")
+    started = time.monotonic()
+    gate = _validate(spark, build, rows, vocab, record)
+    timings["validate"] = round(time.monotonic() - started, 2)
+    if not gate.passed:
+        ledger.write(record, ledger_path)
+        failed = ", ".join(check.name for check in gate.errors)
+        raise GateBlocked(
+            f"validation gate blocked publishing ({len(gate.errors)} failed): {failed}; "
+            f"build kept in {build}; Data Docs: {gate.data_docs_index}"
+        )
+
     progress("publishing")
     started = time.monotonic()
     ids.write(crosswalk_root / run_id)
@@ -165,11 +177,32 @@ def _run_locked(
     shutil.rmtree(build / "_work", ignore_errors=True)
     ledger.write(record, build / "ledger.json")
     release = publish.publish_release(out, run_id, build)
+    docs = release / "report" / "data_docs" / "index.html"
+    record["validation"]["data_docs_index"] = str(docs) if docs.is_file() else None
     catalog = publish.write_catalog(out, sorted(rows))
     timings["publish"] = round(time.monotonic() - started, 2)
     ledger.write(record, ledger_path)
     ledger.write(record, release / "ledger.json")
     return RunResult(run_id, release, record, ledger_path, rows, catalog)
+
+
+def _validate(
+    spark: SparkSession, build: Path, rows: dict[str, int], vocab: Any, record: dict[str, Any]
+) -> Any:
+    """Run the validation gate on the written build; its summary goes into the ledger."""
+    from expectations.gate import run_gate
+
+    tables = {table: spark.read.parquet(str(build / table)) for table in rows}
+    result = run_gate(
+        spark, tables, vocab.release.table("concept"), build / "report", ledger=record
+    )
+    summary = result.to_json()
+    ledger.write(summary, build / "report" / "validation.json")
+    record["validation"] = {
+        key: summary[key] for key in ("passed", "seconds", "errors", "warnings")
+    }
+    record["validation"]["checks_run"] = len(summary["checks"])
+    return result
 
 
 def _derive(

@@ -349,6 +349,7 @@ def stage(spark: SparkSession, discovery: Discovery, site: str, paths: StagingPa
         "bundles_expanded": int(overview["bundles"]),
         "items": int(overview["items"]),
         "file_problems": len(discovery.problems),
+        "arrived": int(overview["items"]) + len(discovery.problems),
         "staged": header_ok - schema_failures,
         "quarantined": quarantined,
         "quarantined_by_reason": dict(sorted(by_reason.items())),

@@ -71,18 +71,12 @@ class MappingContext:
         )
 
     def visit_ids(self, df: DataFrame, reference: Column) -> DataFrame:
-        from pyspark.sql import functions as F
+        """Add visit_occurrence_id from an Encounter reference; a nested encounter links to
+        its root encounter's visit (see transforms.visit_detail)."""
+        from transforms.fhir import as_reference
+        from transforms.visit_detail import visit_ids
 
-        from transforms.fhir import reference_id
-
-        return self.ids.lookup(
-            df,
-            "visit_occurrence",
-            F.col("_site"),
-            "Encounter",
-            reference_id(reference, "Encounter"),
-            "visit_occurrence_id",
-        )
+        return visit_ids(self, df, as_reference(reference))
 
 
 def exclusions(frame: DataFrame, reason: str = "_reason") -> DataFrame:

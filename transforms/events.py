@@ -14,7 +14,7 @@ standard concept of any other domain ('Spec Anatomic Site', 'Meas Value', ...) g
 OBSERVATION; an unmapped code (concept 0) stays in its resource's default table.
 AllergyIntolerance is the exception the IG prescribes (Allergy.fml): always OBSERVATION, the
 category's allergy concept as the observation and the substance as the value (the code itself
-is the observation when the category is unknown). docs/mapping-clinical.md has every rule.
+is the observation when the category is unknown). docs/mapping.md has every rule.
 """
 
 from __future__ import annotations

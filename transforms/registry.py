@@ -1,5 +1,6 @@
-"""The table modules in the order they run: persons and visits first, because every other
-table looks their ids up."""
+"""The table modules in the order they run. Each table runs after the tables whose ids it
+looks up: locations, care sites and providers before persons and visits; persons and visits
+before every clinical table."""
 
 from __future__ import annotations
 

@@ -33,6 +33,9 @@ MAX_DEPTH = 5  # hospital stay > ward > bed is 3 levels; deeper chains are data 
 NO_VISIT = "root encounter is not a visit"
 
 
+NESTING_KEY = "_encounter_nesting"  # not a table: a per-run cache in ctx.outputs
+
+
 def encounter_nesting(ctx: MappingContext) -> DataFrame:
     """(_site, _encounter, _parent, _root) for every nested Encounter that has a root.
 
@@ -41,6 +44,9 @@ def encounter_nesting(ctx: MappingContext) -> DataFrame:
     """
     from pyspark.sql import functions as F
 
+    cached = ctx.outputs.get(NESTING_KEY)
+    if cached is not None:
+        return cached
     encounters = ctx.staged("Encounter")
     parents = resolve_reference(
         encounters, F.col("partOf"), "Encounter", reference_index(encounters), "_parent"
@@ -57,7 +63,10 @@ def encounter_nesting(ctx: MappingContext) -> DataFrame:
         walk = walk.join(up, has_parent, "left").select(
             "_site", "_encounter", "_parent", F.coalesce("_up_parent", "_root").alias("_root")
         )
-    return walk.join(up, has_parent, "left_anti")
+    # Computed once per run: visits, details and every clinical table consult it.
+    nesting = walk.join(up, has_parent, "left_anti").localCheckpoint()
+    ctx.outputs[NESTING_KEY] = nesting
+    return nesting
 
 
 def visit_ids(

@@ -100,7 +100,8 @@ def bar_chart(bars: Sequence[tuple[str, int]], title: str, min_cell: int, width:
                 f'height="{BAR_HEIGHT}" fill="{PALETTE[0]}"/>'
             )
         body.append(
-            f'<text x="{LABEL_WIDTH + length + 4:.1f}" y="{y + 13}">{shown(count, min_cell)}</text>'
+            f'<text x="{LABEL_WIDTH + length + 4:.1f}" y="{y + 13}">'
+            f"{escape(shown(count, min_cell))}</text>"
         )
     return _svg(width, height, title, body)
 
@@ -140,7 +141,8 @@ def column_chart(
             count = values[c]
             x = x_group + s * column_w
             color = PALETTE[s % len(PALETTE)]
-            tip = f"<title>{escape(name)} {escape(category)}: {shown(count, min_cell)}</title>"
+            value = escape(shown(count, min_cell))
+            tip = f"<title>{escape(name)} {escape(category)}: {value}</title>"
             if is_small(count, min_cell):
                 h = min_cell * scale
                 body.append(

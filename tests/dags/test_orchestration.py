@@ -256,28 +256,33 @@ def test_vocabulary_folder_without_concept_file_is_refused(tmp_path: Path) -> No
         orch.check_vocabulary_folder(tmp_path)
 
 
-def test_vocabulary_refresh_remaps_once_for_all_sites(tmp_path: Path) -> None:
-    settings = _settings(tmp_path)
-    for site_id in ("west", "east"):
-        (settings.warehouse / "staging" / site_id).mkdir(parents=True)
-        (settings.warehouse / "staging" / site_id / "CURRENT").write_text("run0\n")
+def _release(tmp_path: Path) -> Path:
     release = tmp_path / "athena-v6"
     release.mkdir()
     (release / "CONCEPT.csv").write_text("concept_id\n")
+    return release
+
+
+def test_vocabulary_refresh_remaps_once_by_replaying_a_harmonised_export(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    for site_id in ("west", "east"):
+        landed_export(settings.landing, site_id, "20260301T000000Z")
+        landed_export(settings.landing, site_id, "20260302T000000Z")
+        orch.harmonise_site(None, settings, site_id, b"k", FakeRun())  # type: ignore[arg-type]
+        (settings.warehouse / "staging" / site_id / "CURRENT").write_text("run2\n")
+    release = _release(tmp_path)
     run = FakeRun()
     report = orch.refresh_vocabulary(None, settings, (release,), b"k", run)  # type: ignore[arg-type]
-    [config] = run.configs
-    assert config.site == "east" and config.vocab_dirs == (release,)
-    assert not config.input_dir.exists()  # the empty input folder is cleaned up
+    [config] = run.configs  # one run re-maps every site
+    assert (config.site, config.input_dir.name) == ("east", "20260302T000000Z")
+    assert config.vocab_dirs == (release,)
     assert Path(report["report"]).is_file()
     assert orch.active_vocabulary(settings) == (release.resolve(),)
 
 
 def test_vocabulary_refresh_before_any_data_only_records_the_release(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    release = tmp_path / "athena-v6"
-    release.mkdir()
-    (release / "CONCEPT.csv").write_text("concept_id\n")
+    release = _release(tmp_path)
     run = FakeRun()
     orch.refresh_vocabulary(None, settings, (release,), b"k", run)  # type: ignore[arg-type]
     assert run.configs == []

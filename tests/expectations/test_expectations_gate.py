@@ -26,11 +26,11 @@ from gate_fixtures import (
 from expectations.gate import CheckResult, GateResult, ledger_sums, run_gate
 
 BALANCED_LEDGER = {
-    "staging": {"lines_read": 10, "staged": 9, "quarantined": 1},
+    "staging": {"arrived": 10, "staged": 9, "quarantined": 1},
     "mapping": {"resources_in": 9, "resources_mapped": 8, "resources_excluded": 1},
 }
 UNBALANCED_LEDGER = {
-    "staging": {"lines_read": 10, "staged": 8, "quarantined": 1},
+    "staging": {"arrived": 10, "staged": 8, "quarantined": 1},
     "mapping": BALANCED_LEDGER["mapping"],
 }
 
@@ -215,7 +215,7 @@ def test_missing_required_table_blocks(gate: Gate) -> None:
 
 
 def test_ledger_without_counts_is_skipped_with_a_note() -> None:
-    counts, skipped = ledger_sums({"staging": {"lines_read": 10}})
+    counts, skipped = ledger_sums({"staging": {"arrived": 10}})
     assert counts == {}
     assert "quarantined" in skipped["ledgerSum.ledger.staging"]
     assert "ledgerSum.ledger.mapping" in skipped

@@ -5,7 +5,7 @@ from omopflow.ledger import UNACCOUNTED, check
 
 def _ledger(**overrides):
     ledger = {
-        "staging": {"items": 10, "file_problems": 1, "staged": 8, "quarantined": 3},
+        "staging": {"arrived": 11, "staged": 8, "quarantined": 3},
         "mapping": {"resources_in": 8, "resources_mapped": 6, "resources_excluded": 2},
     }
     for section, values in overrides.items():

@@ -80,6 +80,7 @@ def person(pid: int, gender: int, year: int) -> dict[str, Any]:
         "year_of_birth": year,
         "race_concept_id": 0,
         "ethnicity_concept_id": 0,
+        "person_source_value": f"warehouse-pseudonym-{pid}",
     }
 
 
