@@ -46,7 +46,8 @@ STAGES = ("stage", "vocabulary", "map", "derive", "validate", "publish")
 # Targets of issue 8 (each a ratio from one run).
 MAX_RATIO_TO_BARE_PARSE = 25.0
 MAX_TIME_GROWTH_PER_PATIENT_GROWTH = 1.1  # 10x the patients costs at most 11x the time
-MAX_DRIVER_MEMORY_GROWTH = 1.25  # "flat": the largest size's driver peak within 25 % of the smallest
+# "Flat": the largest size's peak driver memory within 25 % of the smallest size's.
+MAX_DRIVER_MEMORY_GROWTH = 1.25
 DOC_START = "<!-- benchmark:start -->"
 DOC_END = "<!-- benchmark:end -->"
 # Pseudonyms of synthetic clones protect nobody: a fixed key keeps runs comparable.

@@ -58,6 +58,7 @@ MIN_PHONE_DIGITS = 7
 MAX_NEEDLE_CHARS = 1000
 PERSON_TYPES = ("Patient", "Practitioner", "RelatedPerson", "Person")
 MAIDEN_NAME_EXTENSION = "patient-mothersMaidenName"
+DUCKDB_MEMORY = "2GB"
 INPUT_SUFFIXES = (".ndjson", ".ndjson.gz", ".json", ".json.gz")
 # Folders that belong in restricted/ and must never appear in a release or the catalog.
 RESTRICTED_NAMES = ("restricted", "crosswalk", "quarantine", "date_shift")
@@ -398,18 +399,20 @@ def _match(con: duckdb.DuckDBPyConnection, needles: Sequence[Needle]) -> list[Fi
         }
     )
     con.register("needle_source", table)
+    # Tokens carry a value id, not the value: a file's text is one value of megabytes.
+    con.execute(
+        "CREATE TABLE vals AS SELECT row_number() OVER () AS vid, loc, "
+        "trim(regexp_replace(lower(v), '\\s+', ' ', 'g')) AS v FROM published"
+    )
+    con.execute(
+        "CREATE TABLE toks AS SELECT DISTINCT vid, "
+        f"unnest(regexp_split_to_array(v, '{_SQL_TOKEN_SPLIT}')) AS token FROM vals"
+    )
     rows = con.execute(
-        f"""
-        WITH values_ AS (
-            SELECT loc, trim(regexp_replace(lower(v), '\\s+', ' ', 'g')) AS v FROM published
-        ),
-        tokens AS (
-            SELECT DISTINCT loc, v, unnest(regexp_split_to_array(v, '{_SQL_TOKEN_SPLIT}')) AS token
-            FROM values_
-        )
-        SELECT n.kind, n.fhir_path, t.loc, count(DISTINCT t.v) AS n
-        FROM tokens t JOIN needle_source n ON t.token = n.token
-        WHERE contains(t.v, n.text)
+        """
+        SELECT n.kind, n.fhir_path, vals.loc, count(DISTINCT vals.vid) AS n
+        FROM toks JOIN needle_source n USING (token) JOIN vals USING (vid)
+        WHERE contains(vals.v, n.text)
         GROUP BY ALL ORDER BY ALL
         """
     ).fetchall()
@@ -438,6 +441,8 @@ def scan_release(
     needles, unreadable = input_needles(input_dir)
     needles += secret_needles(secrets)
     with duckdb.connect() as con:
+        # A good neighbour on a shared machine: spill to disk rather than grow.
+        con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
         tables = _load_string_values(con, release_dir)
         files = _load_file_texts(con, release_dir)
         problems = _restricted_folders(release_dir)

@@ -25,6 +25,7 @@ from omopflow.spark import interpreted
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql.types import StructType
 
 LINEAGE = ("_site", "_export", "_file", "_line", "_entry")
 STAGED_META = (*LINEAGE, "_resource_type", "id", "_last_updated", "_deleted", "_json")
@@ -217,16 +218,20 @@ def quarantine_file_problems(spark: SparkSession, discovery: Discovery, site: st
     return spark.createDataFrame(rows, schema)
 
 
-def write_items(items: DataFrame, path: Path) -> None:
-    """Persist validated items once, partitioned by type, so the text is read only once."""
+def write_items(items: DataFrame, path: Path) -> StructType:
+    """Persist validated items once, partitioned by type, so the text is read only once.
+
+    Returns the written schema: reading it back with it works even when nothing was written
+    (an empty export), where Spark could not infer one.
+    """
     from pyspark.sql import functions as F
 
     bucket = F.when(F.col("_reason").isNull(), F.col("_resource_type")).otherwise(
         F.lit(QUARANTINE_BUCKET)
     )
-    items.withColumn("_bucket", bucket).write.mode("overwrite").partitionBy("_bucket").parquet(
-        str(path)
-    )
+    bucketed = items.withColumn("_bucket", bucket)
+    bucketed.write.mode("overwrite").partitionBy("_bucket").parquet(str(path))
+    return bucketed.schema
 
 
 def bucket_names(path: Path) -> tuple[str, ...]:
@@ -304,8 +309,9 @@ def stage(spark: SparkSession, discovery: Discovery, site: str, paths: StagingPa
     from pyspark.sql import functions as F
 
     items_path = paths.work / "items"
-    write_items(expand_bundles(validate(read_records(spark, discovery.files), site)), items_path)
-    items = spark.read.parquet(str(items_path))
+    records = read_records(spark, discovery.files)
+    schema = write_items(expand_bundles(validate(records, site)), items_path)
+    items = spark.read.schema(schema).parquet(str(items_path))
     overview = items.agg(
         F.count("*").alias("items"),
         F.count_distinct("_file", "_line").alias("lines"),

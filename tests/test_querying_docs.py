@@ -3,10 +3,14 @@
 Each ```sql block is followed by a ```text block with the result the docs promise. The
 test runs every query in DuckDB (the catalog) and in Spark (the Python snippet of the docs,
 reading `current/`) and compares both with the promised result.
+
+The sample warehouse is built by the pipeline once per module; set
+OMOPFLOW_SAMPLE_WAREHOUSE to the output folder of an `omopflow demo` run to reuse it.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -47,6 +51,13 @@ def _value(value: object) -> str:
 
 @pytest.fixture(scope="module")
 def warehouse(spark, tmp_path_factory) -> Path:
+    reuse = os.environ.get("OMOPFLOW_SAMPLE_WAREHOUSE")
+    if reuse:
+        out = Path(reuse)
+        release = publish.current_release(out)
+        assert release is not None, f"no current release in {out}"
+        _add_vocabulary(spark, out, release)
+        return out
     out = tmp_path_factory.mktemp("querying") / "demo"
     result = pipeline.run(spark, RunConfig(SAMPLE_INPUT, (SAMPLE_VOCAB,), out, "demo"), DEMO_KEY)
     assert result.release is not None

@@ -9,7 +9,6 @@ crosswalk every person counts under one site, `ALL_SITES`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -386,6 +385,3 @@ def top_unmapped(release: Release, top: int) -> list[UnmappedCode]:
         for r in rows
     ]
 
-
-def table_rows(tables: Mapping[str, DataFrame]) -> dict[str, int]:
-    return {table: df.count() for table, df in sorted(tables.items())}

@@ -1,7 +1,7 @@
 """Small HTML building blocks: the page shell with its inline CSS, tables and sections.
 
-Everything is escaped here, once: callers pass plain text, or wrap markup this package
-generated (SVG charts, links) in `Raw`.
+Table cells and headings are escaped here, once: callers pass plain text. Section bodies
+are markup this package generated (SVG charts, tables), passed through as they are.
 """
 
 from __future__ import annotations
@@ -33,14 +33,7 @@ summary { cursor: pointer; }
 """
 
 
-@dataclass(frozen=True)
-class Raw:
-    """Markup that is already safe (generated SVG or HTML from this package)."""
-
-    html: str
-
-
-Cell = str | int | float | Raw | None
+Cell = str | int | float | None
 
 
 @dataclass(frozen=True)
@@ -51,8 +44,6 @@ class Num:
 
 
 def cell(value: Cell | Num) -> str:
-    if isinstance(value, Raw):
-        return f"<td>{value.html}</td>"
     if isinstance(value, Num):
         return f'<td class="n">{escape(value.text)}</td>'
     if isinstance(value, bool) or value is None:

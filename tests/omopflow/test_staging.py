@@ -190,3 +190,15 @@ def test_exporter_log_and_hidden_files_are_not_staged(tmp_path):
     found = discover(tmp_path)
     assert found.files == ()
     assert any(Path(p).name == "log.ndjson" for p in found.skipped)
+
+
+def test_an_empty_export_stages_nothing_and_keeps_the_previous_staging(spark, tmp_path):
+    write_ndjson(tmp_path / "e1" / "Patient.ndjson", [patient("kept")])
+    (tmp_path / "empty").mkdir()
+    run1 = StagingPaths(tmp_path / "w1", None, tmp_path / "s1", tmp_path / "q1")
+    stage(spark, discover(tmp_path / "e1"), "s", run1)
+    run2 = StagingPaths(tmp_path / "w2", run1.target, tmp_path / "s2", tmp_path / "q2")
+    section = stage(spark, discover(tmp_path / "empty"), "s", run2)
+    assert (section["items"], section["staged"], section["quarantined"]) == (0, 0, 0)
+    ids = [r["id"] for r in read_staged(spark, [run2.target], "Patient").collect()]
+    assert ids == ["kept"]
