@@ -46,6 +46,10 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=DEMO_OUT, help=f"default: {DEMO_OUT}")
     _common(demo)
 
+    from omopflow import extract as extract_cli
+
+    extract_cli.add_command(commands)
+
     vocab = commands.add_parser("vocab", help="vocabulary tools")
     vocab_commands = vocab.add_subparsers(dest="vocab_command", required=True)
     subset = vocab_commands.add_parser("subset", help="cut an Athena download to an input's codes")
@@ -66,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "vocab":
             return _vocab_subset(args)
+        if args.command == "extract":
+            from omopflow import extract as extract_cli
+
+            return extract_cli.run_command(args)
         return _run(args)
     except OmopflowError as exc:
         print(f"omopflow: {exc}", file=sys.stderr)

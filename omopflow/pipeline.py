@@ -132,7 +132,7 @@ def _run_locked(
     crosswalk_now = publish.read_pointer(crosswalk_root)
     ids = IdAllocator.open(spark, crosswalk_root / crosswalk_now if crosswalk_now else None)
     site_dirs = _site_staging_dirs(config, run_id)
-    outputs, read_types, staged = _map(spark, config, site_dirs, ids, key, vocab)
+    outputs, read_types, staged, events = _map(spark, config, site_dirs, ids, key, vocab)
     rows = {}
     for output in outputs:
         progress(f"writing {output.table}")
@@ -142,6 +142,7 @@ def _run_locked(
     from transforms.registry import NOT_MAPPED_REASON
 
     record["mapping"] = ledger.mapping_section(staged, read_types, outputs, NOT_MAPPED_REASON)
+    record["coverage"] = _coverage(events, build / "report")
     timings["map"] = round(time.monotonic() - started, 2)
 
     progress("deriving observation periods and eras")
@@ -184,6 +185,26 @@ def _run_locked(
     ledger.write(record, ledger_path)
     ledger.write(record, release / "ledger.json")
     return RunResult(run_id, release, record, ledger_path, rows, catalog)
+
+
+def _coverage(events: DataFrame | None, report: Path) -> list[dict[str, Any]]:
+    """Share of coded clinical records mapped to a standard concept, per resource type and
+    vocabulary; the unmapped codes go to an OHDSI Usagi import file beside the report."""
+    from pyspark.sql import functions as F
+
+    from vocabularies.coverage import coverage, write_usagi_csv
+
+    if events is None:
+        return []
+    coded = events.select(
+        F.col("_resource_type").alias("resource_type"),
+        *[F.col(f"_code_{c}").alias(f"code_{c}") for c in ("system", "vocabulary_id", "display")],
+        F.col("_code_concept_id").alias("code_concept_id"),
+        F.col("source_value").alias("code_source_value"),
+        F.col("source_concept_id").alias("code_source_concept_id"),
+    )
+    write_usagi_csv(coded, report / "unmapped_codes_usagi.csv", "code")
+    return [row.asDict() for row in coverage(coded, "code").collect()]
 
 
 def _validate(
@@ -263,7 +284,7 @@ def _map(
     ids: IdAllocator,
     key: bytes,
     vocab: Any,
-) -> tuple[list[TableOutput], list[str], dict[str, DataFrame]]:
+) -> tuple[list[TableOutput], list[str], dict[str, DataFrame], DataFrame | None]:
     from omopflow.fhir_schema import RESOURCE_TYPES
     from omopflow.staging import read_staged
     from transforms.base import MappingContext
@@ -276,11 +297,12 @@ def _map(
         ctx.outputs[output.table] = output.rows
         outputs.append(output)
     # Types nobody read are still accounted for, as "not mapped".
-    read_types = list(ctx._staged)
     present = sorted({p.name for d in site_dirs if d.is_dir() for p in d.iterdir() if p.is_dir()})
     staged = {
-        t: ctx._staged.get(t) or read_staged(spark, site_dirs, t)
+        t: ctx.staged(t) if t in ctx.read_types else read_staged(spark, site_dirs, t)
         for t in present
         if t in RESOURCE_TYPES
     }
-    return outputs, read_types, staged
+    from transforms.events import EVENTS_KEY
+
+    return outputs, sorted(ctx.read_types), staged, ctx.outputs.get(EVENTS_KEY)

@@ -111,3 +111,12 @@ def test_previous_release_stays_readable(runs):
     config, first, _, second = runs
     assert (config.out_dir / "current").resolve() == second.release
     assert (first.release / "person").is_dir()
+
+
+def test_coverage_report_and_usagi_file_are_published(runs):
+    _, first, _, _ = runs
+    coverage = {(c["resource_type"], c["vocabulary_id"]): c for c in first.ledger["coverage"]}
+    snomed_conditions = coverage[("Condition", "SNOMED")]
+    assert 0 < snomed_conditions["mapped_records"] <= snomed_conditions["records"]
+    usagi = first.release / "report" / "unmapped_codes_usagi.csv"
+    assert usagi.read_text(encoding="utf-8").splitlines()[0].startswith("sourceCode,sourceName")

@@ -742,4 +742,9 @@ def _project(events: DataFrame) -> DataFrame:
             "route_concept_id"
         ),
         "route_source_value",
+        # For the run's coverage report (vocabularies.coverage), not for any table.
+        F.col("code_system").alias("_code_system"),
+        F.col("code_vocabulary_id").alias("_code_vocabulary_id"),
+        F.col("code_display").alias("_code_display"),
+        F.col("code_concept_id").alias("_code_concept_id"),
     )

@@ -384,4 +384,3 @@ def top_unmapped(release: Release, top: int) -> list[UnmappedCode]:
         UnmappedCode(r["table"], r["source_vocabulary"], r["source_value"], int(r["count"]))
         for r in rows
     ]
-

@@ -55,8 +55,9 @@ def write_report(
 ) -> Path:
     """Write `<out_dir>/report.html` (default: inside the release) and return its path.
 
-    `gate` is `GateResult.to_json()`; without it, `<release_dir>/validation.json` or the
-    ledger's `validation` entry is used, and the report says when neither exists.
+    `gate` is `GateResult.to_json()`; without it, `validation.json` in `out_dir` or the
+    release, or else the ledger's `validation` entry is used; the report says when there is
+    none.
     `crosswalk` is the crosswalk folder (restricted) that gives each person's site.
     `concept` is the vocabulary's CONCEPT table, for concept names; without it the release's
     own `concept` table is used if published.
@@ -72,7 +73,9 @@ def write_report(
             (
                 "validation",
                 "Validation",
-                validation_section(_gate(gate, release_dir, ledger), target.parent),
+                validation_section(
+                    _gate(gate, [target.parent, release_dir], ledger), target.parent
+                ),
             ),
             ("persons", "Persons", persons_section(release, min_cell)),
             ("records", "Records per person", records_section(release, min_cell)),
@@ -231,14 +234,16 @@ def _share(part: int, whole: int, min_cell: int) -> Num:
 
 
 def _gate(
-    gate: Mapping[str, Any] | None, release_dir: Path, ledger: Mapping[str, Any]
+    gate: Mapping[str, Any] | None, folders: Sequence[Path], ledger: Mapping[str, Any]
 ) -> Mapping[str, Any] | None:
+    """The gate's full result if given or written beside the report; else the ledger's."""
     if gate is not None:
         return gate
-    path = release_dir / GATE_FILE
-    if path.is_file():
-        loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        return loaded
+    for folder in folders:
+        path = folder / GATE_FILE
+        if path.is_file():
+            loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            return loaded
     found: Mapping[str, Any] | None = ledger.get("validation")
     return found
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,9 +89,9 @@ def golden_vocab(spark: Any, request: pytest.FixtureRequest) -> Any:
     from vocabularies.athena import SAMPLE_DIR, load_release
     from vocabularies.mapping import build_maps
 
-    # pytest's cache folder outlives the session: the release is loaded once per change of
-    # its files (load_release fingerprints them), not on every run.
-    cache = request.config.cache.mkdir("golden-vocab")
+    # The shared test vocabulary cache (tests/conftest.py) outlives the session: the release
+    # is loaded once per change of its files (load_release fingerprints them).
+    cache = Path(os.environ["OMOPFLOW_VOCAB_CACHE"])
     release = load_release(spark, [SAMPLE_DIR, GOLDEN / "vocab"], cache)
     return build_maps(spark, release)
 
