@@ -47,8 +47,12 @@ def parser() -> argparse.ArgumentParser:
     _common(demo)
 
     from omopflow import extract as extract_cli
+    from omopflow import leakscan
 
     extract_cli.add_command(commands)
+    leakscan.add_arguments(
+        commands.add_parser("leakscan", help="search a release for the input's identifiers")
+    )
 
     vocab = commands.add_parser("vocab", help="vocabulary tools")
     vocab_commands = vocab.add_subparsers(dest="vocab_command", required=True)
@@ -70,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "vocab":
             return _vocab_subset(args)
+        if args.command == "leakscan":
+            from omopflow import leakscan
+
+            return leakscan.command(args)
         if args.command == "extract":
             from omopflow import extract as extract_cli
 

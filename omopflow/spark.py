@@ -51,8 +51,8 @@ def get_session(
 ) -> SparkSession:
     """Return the active session or build one from SPARK_DEFAULTS.
 
-    `master` defaults to $OMOPFLOW_SPARK_MASTER, then to `local[*]`. Under spark-submit
-    the master is already set and an existing session is reused.
+    `master` defaults to $OMOPFLOW_SPARK_MASTER, then to `local[*]`; under spark-submit the
+    master spark-submit was given is kept. $OMOPFLOW_DRIVER_MEMORY overrides the driver heap.
     """
     from pyspark.sql import SparkSession
 
@@ -62,13 +62,15 @@ def get_session(
         return active
     builder = SparkSession.builder.appName(app_name)
     master = master or os.environ.get("OMOPFLOW_SPARK_MASTER")
+    launched_by_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ
     if master:
         builder = builder.master(master)
-    elif "SPARK_MASTER" not in os.environ and "spark.master" not in os.environ.get(
-        "PYSPARK_SUBMIT_ARGS", ""
-    ):
+    elif not launched_by_spark_submit:
         builder = builder.master("local[*]")
-    for key, value in {**SPARK_DEFAULTS, **(extra or {})}.items():
+    settings = {**SPARK_DEFAULTS, **(extra or {})}
+    if "OMOPFLOW_DRIVER_MEMORY" in os.environ:
+        settings["spark.driver.memory"] = os.environ["OMOPFLOW_DRIVER_MEMORY"]
+    for key, value in settings.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
