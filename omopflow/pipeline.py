@@ -136,6 +136,9 @@ def _run_locked(
     rows = {}
     for output in outputs:
         progress(f"writing {output.table}")
+        # Computed once: the write counts then writes, and the ledger reads the provenance
+        # columns again; without this each would re-run the table's whole transform.
+        output.rows = output.rows.localCheckpoint()
         rows[output.table] = publish.write_table(
             cdm.conform(output.rows, output.table), output.table, build / output.table
         )
