@@ -1,0 +1,162 @@
+"""The same code on a Spark standalone cluster publishes the same release as on local Spark.
+
+Starts a master and one worker on 127.0.0.1 (free ports, logs and pid files in a tmp folder,
+stopped in teardown), then runs `omopflow run` twice in subprocesses on 3 patients: once with
+`--master local[2]`, once with `--master spark://127.0.0.1:<port>`. The test session's own
+SparkSession cannot switch master, hence the subprocesses.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from benchmarks.generate import generate, site_name
+from omopflow.cli import SAMPLE_INPUT, SAMPLE_VOCAB
+
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.slow,
+    pytest.mark.skip(
+        reason="not yet seen passing: "
+        "issue 8: its final version never ran under pytest "
+        "(the earlier one took 39 min on a loaded machine); un-skip after one full run"
+    ),
+]
+
+MASTER = "org.apache.spark.deploy.master.Master"
+WORKER = "org.apache.spark.deploy.worker.Worker"
+KEY = "cluster-test-key-0123456789abcdef"
+PATIENTS = 3
+# A loaded CI machine can take minutes to start two JVMs and register the worker.
+START_TIMEOUT_S = 300
+RUN_TIMEOUT_S = 1800
+DRIVER_MEMORY = "1500m"
+
+
+def _spark_home() -> Path:
+    import pyspark
+
+    return Path(pyspark.__file__).resolve().parent
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _daemon(env: dict[str, str], *args: str, check: bool = True) -> None:
+    script = Path(env["SPARK_HOME"]) / "sbin" / "spark-daemon.sh"
+    subprocess.run(["bash", str(script), *args], env=env, check=check, capture_output=True)
+
+
+def _wait_for(log_dir: Path, pattern: str, what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if any(pattern in log.read_text(errors="replace") for log in log_dir.glob("*.out")):
+            return
+        time.sleep(1)
+    logs = "\n".join(log.read_text(errors="replace")[-2000:] for log in log_dir.glob("*.out"))
+    pytest.fail(f"{what} did not start within {START_TIMEOUT_S} s:\n{logs}")
+
+
+@pytest.fixture(scope="module")
+def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """spark://127.0.0.1:<port> of a master with one registered 2-core worker."""
+    root = tmp_path_factory.mktemp("standalone")
+    (root / "conf").mkdir()  # no spark-defaults.conf or spark-env.sh from elsewhere
+    env = {
+        **os.environ,
+        "SPARK_HOME": str(_spark_home()),
+        "SPARK_CONF_DIR": str(root / "conf"),
+        "SPARK_LOG_DIR": str(root / "logs"),
+        "SPARK_PID_DIR": str(root / "pids"),
+        "SPARK_WORKER_DIR": str(root / "work"),
+        "SPARK_IDENT_STRING": f"omopflow-test-{os.getpid()}",
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "PYSPARK_PYTHON": sys.executable,
+    }
+    url = f"spark://127.0.0.1:{_free_port()}"
+    master_args = ["--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1]]
+    master_args += ["--webui-port", str(_free_port())]
+    worker_args = ["--host", "127.0.0.1", "--port", str(_free_port())]
+    worker_args += ["--webui-port", str(_free_port()), "--cores", "2", "--memory", "1g", url]
+    try:
+        _daemon(env, "start", MASTER, "1", *master_args)
+        _daemon(env, "start", WORKER, "1", *worker_args)
+        _wait_for(root / "logs", "Successfully registered with master", "the worker")
+        yield url
+    finally:
+        # spark-daemon.sh stops exactly the processes named in this fixture's pid files.
+        for daemon in (WORKER, MASTER):
+            _daemon(env, "stop", daemon, "1", check=False)
+
+
+def _omopflow_run(input_dir: Path, out: Path, master: str) -> None:
+    env = {
+        **os.environ,
+        "OMOPFLOW_PSEUDONYM_KEY": KEY,
+        "PYSPARK_PYTHON": sys.executable,
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        # A smaller driver heap than spark.py's 4g keeps CI's memory in check; 3 patients need
+        # little, and an explicit --driver-memory wins over the session's spark.driver.memory.
+        "PYSPARK_SUBMIT_ARGS": f"--driver-memory {DRIVER_MEMORY} pyspark-shell",
+    }
+    command = [sys.executable, "-m", "omopflow.cli", "run", "--input", str(input_dir)]
+    command += ["--vocab", str(SAMPLE_VOCAB), "--out", str(out), "--master", master]
+    done = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False
+    )
+    assert done.returncode == 0, f"omopflow run --master {master} failed:\n{done.stderr[-3000:]}"
+
+
+def _table_files(out: Path) -> dict[str, Path]:
+    """The Parquet files of the published tables, by path relative to the release.
+
+    The release's ledger.json and report/ (Data Docs) name the run and its times, so they
+    differ between any two runs; the tables must not.
+    """
+    current = (out / "current").resolve()
+    return {str(path.relative_to(current)): path for path in sorted(current.rglob("*.parquet"))}
+
+
+def _content(path: Path) -> pa.Table:
+    """A file's schema (with Spark's metadata) and rows in file order: all but its footer.
+
+    Not bytes: the order of each column chunk's encodings in the footer changes from one JVM
+    to the next (seen: RLE, PLAIN, BIT_PACKED against PLAIN, BIT_PACKED, RLE; docs/cluster.md),
+    so a local run and a cluster run write files that differ in that order alone.
+    """
+    return pq.read_table(path)
+
+
+@pytest.fixture(scope="module")
+def releases(standalone: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("cluster-runs")
+    generate(SAMPLE_INPUT / "bulk", root / "input", PATIENTS, compress=True)
+    input_dir = root / "input" / site_name(0)
+    _omopflow_run(input_dir, root / "local", "local[2]")
+    _omopflow_run(input_dir, root / "cluster", standalone)
+    return root / "local", root / "cluster"
+
+
+def test_cluster_release_has_the_same_files_schemas_and_rows_as_the_local_one(
+    releases: tuple[Path, Path],
+) -> None:
+    local, cluster = releases
+    local_files, cluster_files = _table_files(local), _table_files(cluster)
+    assert any(name.startswith("person/") for name in local_files)
+    assert sorted(cluster_files) == sorted(local_files)
+    for name, path in local_files.items():
+        expected, found = _content(path), _content(cluster_files[name])
+        assert found.equals(expected, check_metadata=True), f"{name} differs"
