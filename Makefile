@@ -7,7 +7,7 @@ export PYSPARK_PYTHON ?= $(abspath $(PY))
 export GX_ANALYTICS_ENABLED ?= false
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 
-.PHONY: help setup demo test lint types unit clean
+.PHONY: help setup browser demo test lint types unit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -31,7 +31,13 @@ lint: setup ## ruff lint and format check; generated suites up to date
 types: setup ## mypy
 	$(VENV)/bin/mypy
 
-unit: setup ## the test suite
+browser: ## headless Chromium for the report's browser tests (apt-get, when run as root)
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "make: chromium is not installed; the browser tests will be skipped"
+
+unit: setup browser ## the test suite
 	$(VENV)/bin/pytest
 
 test: lint types unit ## lint, types and tests: what CI runs

@@ -104,8 +104,11 @@ def _plausible_value_severity(check_type: str, field_name: str, table: str) -> s
     if table == "person" or field_name == "value_as_number":
         return ERROR  # birth dates out of the calendar or the future; lab values out of range
     if "date" in field_name:
-        # Future dates are impossible; DQD's 1950-01-01 floor is a convention (old records).
-        return ERROR if check_type == "plausibleValueHigh" else WARNING
+        # Records starting in the future are excluded at mapping, so one here is a mapping
+        # bug: it blocks. An end date after today is an ongoing prescription or stay: warn.
+        # DQD's 1950-01-01 floor is a convention (old records): warn.
+        ongoing = "end_date" in field_name or "end_datetime" in field_name
+        return ERROR if check_type == "plausibleValueHigh" and not ongoing else WARNING
     return WARNING  # quantities, days of supply, refills, era counts: DQD characterization
 
 

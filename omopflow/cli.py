@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from omopflow.config import DEFAULT_SITE, RunConfig
-from omopflow.errors import OmopflowError
+from omopflow.errors import OmopflowError, UsageError
 
 if TYPE_CHECKING:
     from omopflow.pipeline import RunResult
@@ -67,6 +67,19 @@ def _common(command: argparse.ArgumentParser) -> None:
     command.add_argument("--restricted", type=Path, help="crosswalk/quarantine folder")
     command.add_argument("--timezone", default="UTC", help="timezone of all datetimes")
     command.add_argument("--master", help="Spark master (default local[*])")
+    command.add_argument(
+        "--date-shift-days",
+        type=int,
+        default=0,
+        metavar="N",
+        help="shift each person's dates by a secret number of days in [-N, N] (default: off)",
+    )
+    command.add_argument(
+        "--no-leak-scan",
+        dest="leak_scan",
+        action="store_false",
+        help="skip searching the candidate release for the input's identifiers",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,14 +106,19 @@ def _run(args: argparse.Namespace) -> int:
     from omopflow.pseudonym import DEMO_KEY, load_key
     from omopflow.spark import get_session
 
-    if args.command == "demo":
-        config = RunConfig(
-            SAMPLE_INPUT, (SAMPLE_VOCAB,), args.out, DEMO_SITE, args.restricted, args.timezone
-        )
-    else:
-        config = RunConfig(
-            args.input, tuple(args.vocab), args.out, args.site, args.restricted, args.timezone
-        )
+    if args.date_shift_days < 0:
+        raise UsageError("--date-shift-days must be 0 (off) or a positive number of days")
+    demo = args.command == "demo"
+    config = RunConfig(
+        SAMPLE_INPUT if demo else args.input,
+        (SAMPLE_VOCAB,) if demo else tuple(args.vocab),
+        args.out,
+        DEMO_SITE if demo else args.site,
+        args.restricted,
+        args.timezone,
+        date_shift_days=args.date_shift_days,
+        leak_scan=args.leak_scan,
+    )
     # Folders first: a typo in a path is the likelier mistake, and needs no secret to report.
     pipeline.check_folders(config)
     key = DEMO_KEY if args.command == "demo" else load_key(os.environ)
@@ -139,6 +157,8 @@ def print_summary(result: RunResult, config: RunConfig) -> None:
         f"{len(validation.get('warnings', []))} warnings; "
         f"Data Docs: {validation.get('data_docs_index')}"
     )
+    if result.release is not None and (result.release / "report.html").is_file():
+        console.print(f"report:   {result.release / 'report.html'}")
     console.print(f"catalog:  {result.catalog}")
     console.print(
         f'query:    duckdb {result.catalog} "SELECT gender_concept_id, count(*) '

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 DEFAULT_SITE = "default"
@@ -21,6 +22,15 @@ class RunConfig:
     # 548 so that yearly check-ups (366-371 days apart in Synthea) keep one period.
     observation_period_gap_days: int = 548
     source: dict[str, str] = field(default_factory=dict)
+    # Records that start after this day are excluded ("in the future"): a clock error at
+    # one hospital must not block the release of every site. Default: the run's day.
+    as_of: date = field(default_factory=date.today)
+    # Per-person date shift of at most this many days (0: off); see omopflow/dateshift.py.
+    date_shift_days: int = 0
+    # Scan every candidate release for the input's identifiers before publishing.
+    leak_scan: bool = True
+    # Write the run report and data dictionary into every release.
+    report: bool = True
 
     @property
     def restricted(self) -> Path:

@@ -12,9 +12,10 @@ $OMOPFLOW_FAIL_MODE says:
 Stages, in run order (see docs/governance.md, "Fault model"):
 - `staging`: this run's staging and quarantine are written; no pointer has moved.
 - `mapping`: candidate tables are being written under `build/<run>/`.
-- `validation`: all candidate tables exist; the ledger check and the gate come next.
-- `publishing`: the new crosswalk version is written; its pointer has not moved yet.
-- `pointers`: crosswalk and staging pointers have moved; `current` has not.
+- `validation`: the gate and the leak scan have judged the candidate tables.
+- `publishing`: the new crosswalk version is written; nothing has been switched.
+- `pointers`: `current` and the catalog have switched (the commit); the crosswalk and
+  staging pointers have not, and the next run moves them up.
 
 Only for tests and drills: a production deployment never sets these variables.
 """

@@ -1,13 +1,18 @@
 """Find what an input folder holds: NDJSON files, Bundle/resource JSON files, manifests.
 
-Problems with whole files (a manifest naming a missing file, a URL escaping the folder) are
-returned as `FileProblem`s, which staging turns into quarantine entries: nothing is dropped
-without a reason.
+Problems with whole files (a manifest naming a missing file, a URL escaping the folder, an
+empty file, a `.gz` that does not decompress to its end) are returned as `FileProblem`s,
+which staging turns into quarantine entries: nothing is dropped without a reason. Whole-file
+checks happen here, before Spark reads anything, because one unreadable gzip member fails
+Spark's read of every file in the job.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
@@ -19,6 +24,9 @@ JSON_SUFFIXES = (".json", ".json.gz")
 MANIFEST_NAMES = ("manifest.json",)
 # Files of the exporter's own, not FHIR data: recorded in the ledger as skipped.
 EXPORT_LOG_NAMES = ("log.ndjson", "log.ndjson.gz")
+EMPTY_FILE = "empty file"
+UNREADABLE_GZIP = "unreadable gzip file"
+GZIP_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -86,7 +94,54 @@ def discover(input_dir: Path) -> Discovery:
         export_id = _export_id(path, input_dir)
         declared = type_from_file_name(path.name) if kind == "ndjson" else None
         files.append(InputFile(path, kind, export_id, declared))
-    return Discovery(tuple(files), tuple(problems), tuple(skipped), tuple(errors))
+    readable, unreadable = _check_contents(files)
+    problems.extend(unreadable)
+    return Discovery(tuple(readable), tuple(problems), tuple(skipped), tuple(errors))
+
+
+def _check_contents(files: list[InputFile]) -> tuple[list[InputFile], list[FileProblem]]:
+    """Split files into readable ones and file problems (empty, broken gzip).
+
+    zlib releases the GIL, so checking gzip files in threads uses every core.
+    """
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        verdicts = list(pool.map(file_problem, files))
+    readable = [f for f, problem in zip(files, verdicts, strict=True) if problem is None]
+    return readable, [problem for problem in verdicts if problem is not None]
+
+
+def file_problem(file: InputFile) -> FileProblem | None:
+    """Why a whole file cannot be staged, or None: empty, or a gzip that does not read."""
+    if file.gzipped:
+        try:
+            size = _gunzipped_size(file.path)
+        except (OSError, EOFError, zlib.error) as exc:
+            return FileProblem(str(file.path), file.export_id, UNREADABLE_GZIP, str(exc)[:500])
+    else:
+        size = file.path.stat().st_size
+    if size == 0:
+        return FileProblem(str(file.path), file.export_id, EMPTY_FILE, "0 bytes")
+    return None
+
+
+def _gunzipped_size(path: Path) -> int:
+    """Decompress every member to its end without keeping the output; raise if it breaks."""
+    size = 0
+    with open(path, "rb") as handle:
+        data = handle.read(GZIP_CHUNK)
+        if data[:2] != b"\x1f\x8b":
+            raise EOFError("not gzip data (no gzip magic bytes)")
+        inflater = zlib.decompressobj(wbits=31)
+        while data:
+            size += len(inflater.decompress(data))
+            while inflater.eof and inflater.unused_data:  # concatenated gzip members
+                rest = inflater.unused_data
+                inflater = zlib.decompressobj(wbits=31)
+                size += len(inflater.decompress(rest))
+            data = handle.read(GZIP_CHUNK)
+        if not inflater.eof:
+            raise EOFError("truncated gzip file: the stream ends before its trailer")
+    return size
 
 
 def _hidden(path: Path, root: Path) -> bool:

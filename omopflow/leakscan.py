@@ -151,6 +151,10 @@ def make_needle(value: object, kind: str, fhir_path: str) -> Needle | None:
         return None
     if all(w.isdigit() for w in words) and sum(map(len, words)) < MIN_NUMERIC_DIGITS:
         return None
+    if kind == RESOURCE_ID and text.isalpha():
+        # An id that is one plain word ("referral", "example") names a specimen resource,
+        # not a person, and would "match" every text using that word.
+        return None
     return Needle(text, kind, fhir_path, max(words, key=len))
 
 
@@ -307,10 +311,17 @@ def _hidden(path: Path, root: Path) -> bool:
 
 
 def _table_dirs(release: Path) -> list[Path]:
+    """The release's tables built from the input. The vocabulary tables are OHDSI's public
+    reference data: a patient called Brown would "match" hundreds of concept names."""
+    from vocabularies.athena import VOCABULARY_TABLES
+
     return sorted(
         d
         for d in release.iterdir()
-        if d.is_dir() and not _hidden(d, release) and any(d.rglob("*.parquet"))
+        if d.is_dir()
+        and d.name not in VOCABULARY_TABLES
+        and not _hidden(d, release)
+        and any(d.rglob("*.parquet"))
     )
 
 

@@ -51,6 +51,7 @@ ENV_WAREHOUSE = "OMOPFLOW_WAREHOUSE"
 ENV_VOCAB = "OMOPFLOW_VOCAB"  # one folder, or several separated by os.pathsep
 ENV_RESTRICTED = "OMOPFLOW_RESTRICTED"
 ENV_KEY = "OMOPFLOW_PSEUDONYM_KEY"
+ENV_DATE_SHIFT = "OMOPFLOW_DATE_SHIFT_DAYS"  # 0 or unset: no date shifting
 KEY_CONNECTION = "omopflow_pseudonym"  # its password field holds the key
 DEFAULT_SITES_FILE = REPO_DIR / "sites.yaml"
 DEFAULT_HOME = Path("~/omopflow")
@@ -82,12 +83,20 @@ class Settings:
     warehouse: Path
     vocab_dirs: tuple[Path, ...]
     restricted: Path | None = None
+    date_shift_days: int = 0
 
     def site_landing(self, site_id: str) -> Path:
         return self.landing / site_id
 
     def run_config(self, input_dir: Path, site_id: str, vocab: tuple[Path, ...]) -> RunConfig:
-        return RunConfig(input_dir, vocab, self.warehouse, site_id, self.restricted)
+        return RunConfig(
+            input_dir,
+            vocab,
+            self.warehouse,
+            site_id,
+            self.restricted,
+            date_shift_days=self.date_shift_days,
+        )
 
 
 def sites_file(environ: Mapping[str, str] = os.environ) -> Path:
@@ -109,6 +118,7 @@ def settings_from(lookup: Lookup) -> Settings:
         warehouse=Path(lookup(ENV_WAREHOUSE) or home / "warehouse").expanduser(),
         vocab_dirs=_paths(vocab) if vocab else (SAMPLE_VOCAB,),
         restricted=Path(restricted).expanduser() if restricted else None,
+        date_shift_days=int(lookup(ENV_DATE_SHIFT) or 0),
     )
 
 

@@ -1,24 +1,29 @@
 """One batch run: stage -> map -> validate -> publish, with the ledger proving each step.
 
 The SparkSession is passed in. State that must switch together (site staging, crosswalk,
-release) is written as new versions first and switched by pointers at the end, so a crash
-anywhere leaves the last good release intact and the next run finishes the job.
+release) is written as new versions first; the `current` link of the release is the one
+commit point. The staging and crosswalk pointers follow it, and a run that died between the
+two has its pointers moved forward by the next run (`repair_pointers`). So a crash anywhere
+leaves the last good release intact, and the next run finishes the job.
+`faults.checkpoint(...)` marks each boundary for the crash drills (docs/governance.md).
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omopflow import __version__, cdm, ledger, publish
+from omopflow import __version__, cdm, faults, ledger, publish
 from omopflow.config import RunConfig
+from omopflow.dateshift import shift_table, write_shifts
 from omopflow.errors import GateBlocked, LedgerMismatch, RunLocked, UsageError
 from omopflow.ids import IdAllocator
 from omopflow.landing import discover
@@ -95,6 +100,7 @@ def run(
 def _run_locked(
     spark: SparkSession, config: RunConfig, key: bytes, progress: Progress
 ) -> RunResult:
+    repair_pointers(config)
     run_id = new_run_id()
     out = config.out_dir
     build = out / "build" / run_id
@@ -103,6 +109,8 @@ def _run_locked(
         "software": f"omopflow {__version__}",
         "site": config.site,
         "input": str(config.input_dir),
+        "as_of": config.as_of.isoformat(),
+        "date_shift_days": config.date_shift_days,
         "timings_s": {},
     }
     timings = record["timings_s"]
@@ -119,6 +127,7 @@ def _run_locked(
     )
     record["staging"] = stage(spark, discover(config.input_dir), config.site, staging_paths)
     timings["stage"] = round(time.monotonic() - started, 2)
+    faults.checkpoint("staging")
 
     progress("loading vocabulary")
     started = time.monotonic()
@@ -139,14 +148,16 @@ def _run_locked(
         # Computed once: the write counts then writes, and the ledger reads the provenance
         # columns again; without this each would re-run the table's whole transform.
         output.rows = output.rows.localCheckpoint()
-        rows[output.table] = publish.write_table(
-            cdm.conform(output.rows, output.table), output.table, build / output.table
-        )
+        table = cdm.conform(output.rows, output.table)
+        if config.date_shift_days:
+            table = shift_table(table, output.table, key, config.date_shift_days)
+        rows[output.table] = publish.write_table(table, output.table, build / output.table)
     from transforms.registry import NOT_MAPPED_REASON
 
     record["mapping"] = ledger.mapping_section(staged, read_types, outputs, NOT_MAPPED_REASON)
     record["coverage"] = _coverage(events, build / "report")
     timings["map"] = round(time.monotonic() - started, 2)
+    faults.checkpoint("mapping")
 
     progress("deriving observation periods and eras")
     started = time.monotonic()
@@ -163,31 +174,113 @@ def _run_locked(
 
     progress("validating")
     started = time.monotonic()
-    gate = _validate(spark, build, rows, vocab, record)
+    gate = _validate(spark, config, build, rows, vocab, record)
     timings["validate"] = round(time.monotonic() - started, 2)
-    if not gate.passed:
+
+    # The report and the dictionary go with the build whether or not it is published:
+    # a blocked build is diagnosed from them. The crosswalk version written here is only
+    # used once its pointer moves (after publishing), so writing it early is harmless.
+    progress("reporting")
+    started = time.monotonic()
+    ids.write(crosswalk_root / run_id)
+    if config.report:
+        _report(spark, config, build, record, gate, crosswalk_root / run_id, vocab)
+    timings["report"] = round(time.monotonic() - started, 2)
+    progress("scanning for identifiers")
+    started = time.monotonic()
+    leaks = _leak_scan(config, build, key, record)
+    timings["leak_scan"] = round(time.monotonic() - started, 2)
+    faults.checkpoint("validation")
+    if not gate.passed or leaks:
         ledger.write(record, ledger_path)
-        failed = ", ".join(check.name for check in gate.errors)
+        failed = [check.name for check in gate.errors] + leaks
         raise GateBlocked(
-            f"validation gate blocked publishing ({len(gate.errors)} failed): {failed}; "
+            f"validation gate blocked publishing ({len(failed)} failed): {', '.join(failed)}; "
             f"build kept in {build}; Data Docs: {gate.data_docs_index}"
         )
 
     progress("publishing")
     started = time.monotonic()
-    ids.write(crosswalk_root / run_id)
+    from vocabularies.athena import VOCABULARY_TABLES
+
+    published = sorted([*rows, *publish.link_tables(vocab.release.path, VOCABULARY_TABLES, build)])
+    if config.date_shift_days:
+        person = spark.read.parquet(str(build / "person"))
+        write_shifts(person, key, config.date_shift_days, config.restricted, run_id)
+    faults.checkpoint("publishing")
+    shutil.rmtree(build / "_work", ignore_errors=True)
+    docs = build / "report" / "data_docs" / "index.html"
+    record["validation"]["data_docs_index"] = (
+        str(out / "releases" / run_id / docs.relative_to(build)) if docs.is_file() else None
+    )
+    timings["publish"] = round(time.monotonic() - started, 2)
+    ledger.write(record, build / "ledger.json")
+    release = publish.publish_release(out, run_id, build)  # the commit point
+    catalog = publish.write_catalog(out, published)
+    faults.checkpoint("pointers")
     publish.switch_pointer(crosswalk_root, run_id)
     publish.switch_pointer(site_root, run_id)
-    shutil.rmtree(build / "_work", ignore_errors=True)
-    ledger.write(record, build / "ledger.json")
-    release = publish.publish_release(out, run_id, build)
-    docs = release / "report" / "data_docs" / "index.html"
-    record["validation"]["data_docs_index"] = str(docs) if docs.is_file() else None
-    catalog = publish.write_catalog(out, sorted(rows))
-    timings["publish"] = round(time.monotonic() - started, 2)
     ledger.write(record, ledger_path)
-    ledger.write(record, release / "ledger.json")
     return RunResult(run_id, release, record, ledger_path, rows, catalog)
+
+
+def _report(
+    spark: SparkSession,
+    config: RunConfig,
+    build: Path,
+    record: dict[str, Any],
+    gate: Any,
+    crosswalk: Path,
+    vocab: Any,
+) -> None:
+    """The data dictionary and the run report (report.html), written into the build."""
+    from omopflow.report import write_data_dictionary, write_report
+
+    write_data_dictionary(spark, build)
+    write_report(
+        spark,
+        build,
+        record,
+        previous_release=publish.current_release(config.out_dir),
+        gate=gate.to_json(),
+        crosswalk=crosswalk,
+        concept=vocab.release.table("concept"),
+    )
+
+
+def repair_pointers(config: RunConfig) -> None:
+    """Move the crosswalk and staging pointers up to the live release if a run died after
+    publishing it and before moving them. Pointers are never moved backwards: a release
+    rolled back by hand keeps the newer ids, so no id is ever reused."""
+    release = publish.current_release(config.out_dir)
+    ledger_file = release / "ledger.json" if release else None
+    if ledger_file is None or not ledger_file.is_file():
+        return
+    published = json.loads(ledger_file.read_text())
+    run_id, site = published["run_id"], published["site"]
+    for root in (config.restricted / "crosswalk", config.staging_root / site):
+        pointer = publish.read_pointer(root)
+        if (root / run_id).is_dir() and (pointer is None or pointer < run_id):
+            publish.switch_pointer(root, run_id)
+
+
+def _leak_scan(config: RunConfig, build: Path, key: bytes, record: dict[str, Any]) -> list[str]:
+    """Search the candidate release for every identifier of this run's input; the names of
+    what leaked (kind and where), empty when clean. Recorded in the ledger either way."""
+    from omopflow.leakscan import scan_release
+
+    if not config.leak_scan:
+        record["leak_scan"] = {"skipped": "leak_scan is off in the run configuration"}
+        return []
+    report = scan_release(None, config.input_dir, build, None, secrets=[key])
+    record["leak_scan"] = {
+        "clean": report.clean,
+        "needles_by_kind": report.needles_by_kind,
+        "findings": len(report.findings),
+        "problems": list(report.problems),
+    }
+    leaked = [f"leak:{f.kind}@{f.location}" for f in report.findings]
+    return leaked + [f"leak:{problem}" for problem in report.problems]
 
 
 def _coverage(events: DataFrame | None, report: Path) -> list[dict[str, Any]]:
@@ -211,14 +304,21 @@ def _coverage(events: DataFrame | None, report: Path) -> list[dict[str, Any]]:
 
 
 def _validate(
-    spark: SparkSession, build: Path, rows: dict[str, int], vocab: Any, record: dict[str, Any]
+    spark: SparkSession,
+    config: RunConfig,
+    build: Path,
+    rows: dict[str, int],
+    vocab: Any,
+    record: dict[str, Any],
 ) -> Any:
     """Run the validation gate on the written build; its summary goes into the ledger."""
     from expectations.gate import run_gate
 
     tables = {table: spark.read.parquet(str(build / table)) for table in rows}
+    # Shifted dates may land up to `date_shift_days` after the run's day, legitimately.
+    as_of = config.as_of + timedelta(days=config.date_shift_days)
     result = run_gate(
-        spark, tables, vocab.release.table("concept"), build / "report", ledger=record
+        spark, tables, vocab.release.table("concept"), build / "report", ledger=record, as_of=as_of
     )
     summary = result.to_json()
     ledger.write(summary, build / "report" / "validation.json")

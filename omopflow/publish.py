@@ -60,6 +60,30 @@ def _stable_names(folder: Path) -> None:
             item.unlink()
 
 
+def link_tables(source: Path, tables: Sequence[str], build: Path) -> list[str]:
+    """Put read-only tables (the vocabulary) into a build as hard links, or copies when the
+    two folders are on different file systems; return the tables added.
+
+    Releases and the vocabulary cache are never modified in place, so sharing file blocks
+    between them is safe, and a release of a full Athena vocabulary costs no extra disk.
+    """
+    added = []
+    for table in tables:
+        files = sorted((source / table).glob("*.parquet"))
+        if not files:
+            continue
+        target = build / table
+        target.mkdir(parents=True, exist_ok=True)
+        for number, file in enumerate(files):
+            copy = target / f"part-{number:05d}.parquet"
+            try:
+                os.link(file, copy)
+            except OSError:
+                shutil.copy2(file, copy)
+        added.append(table)
+    return added
+
+
 def read_pointer(folder: Path) -> str | None:
     pointer = folder / "CURRENT"
     return pointer.read_text().strip() if pointer.is_file() else None

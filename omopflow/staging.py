@@ -41,6 +41,12 @@ BUNDLE_SCHEMA = (
     "request:struct<method:string, url:string>>>, _corrupt string"
 )
 PARALLEL_TYPES = 4
+# Longest resource text staged (characters). Longer ones are quarantined with their raw
+# text: the typed parse would fail on them anyway (Jackson caps a JSON string at 20 M
+# characters), and a clear reason beats a schema mismatch. Bundles are exempt: their
+# entries are checked one by one.
+MAX_ITEM_CHARS = 16 * 1024 * 1024
+TOO_LONG = "line too long"
 CORRUPT = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"}
 
 
@@ -63,8 +69,10 @@ def _item_reason(json_col: Column, header: Column, declared: Column) -> Column:
 
     trimmed = F.ltrim(json_col)
     known = F.array(*[F.lit(t) for t in sorted(RESOURCE_TYPES)])
+    is_bundle = F.coalesce(header["resourceType"] == "Bundle", F.lit(False))
     return (
-        F.when(F.length(F.trim(json_col)) == 0, F.lit("blank line"))
+        F.when((F.length(json_col) > MAX_ITEM_CHARS) & ~is_bundle, F.lit(TOO_LONG))
+        .when(F.length(F.trim(json_col)) == 0, F.lit("blank line"))
         .when(F.instr(json_col, REPLACEMENT_CHAR) > 0, F.lit("invalid UTF-8 bytes"))
         .when(trimmed.startswith("["), F.lit("not a JSON object: array"))
         .when(~trimmed.startswith("{"), F.lit("not a JSON object: scalar or text"))

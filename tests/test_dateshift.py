@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import pytest
 
@@ -122,3 +122,56 @@ def test_shifts_are_kept_in_restricted_by_run(spark, visits, tmp_path):
     v1 = _by_source(shift_table(visits, "visit_occurrence", KEY, MAX_DAYS))["v1"]
     assert kept[1] == _days(v1["visit_start_date"], date(2020, 1, 10))
     assert set(kept) == {1, 2}
+
+
+# --- wired into a run: `RunConfig.date_shift_days` ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shifted_run(spark, tmp_path_factory):
+    from omopflow import pipeline
+    from omopflow.cli import SAMPLE_VOCAB
+    from omopflow.config import RunConfig
+    from tests.fhir_fixtures import encounter, patient, write_ndjson
+
+    root = tmp_path_factory.mktemp("shifted-run")
+    people = [patient(f"p{i}", birthDate=f"{1960 + i}-03-0{i}") for i in range(1, 6)]
+    write_ndjson(root / "in" / "Patient.ndjson", people)
+    visits = [encounter(f"e{i}", f"p{i}") for i in range(1, 6)]  # all on 2020-01-01
+    write_ndjson(root / "in" / "Encounter.ndjson", visits)
+    config = RunConfig(
+        root / "in", (SAMPLE_VOCAB,), root / "out", "site-s", date_shift_days=MAX_DAYS
+    )
+    return config, pipeline.run(spark, config, KEY)
+
+
+def test_a_shifted_run_moves_birth_visits_and_periods_by_the_persons_shift(spark, shifted_run):
+    config, result = shifted_run
+    current = config.out_dir / "current"
+    shifts = {
+        r["person_id"]: r["date_shift_days"]
+        for r in spark.read.parquet(str(config.restricted / "date_shift" / result.run_id)).collect()
+    }
+    persons = {r["person_id"]: r for r in spark.read.parquet(str(current / "person")).collect()}
+    visits = spark.read.parquet(str(current / "visit_occurrence")).collect()
+    periods = spark.read.parquet(str(current / "observation_period")).collect()
+    assert set(shifts) == set(persons) and len(persons) == 5
+    assert any(shifts.values()) and all(abs(d) <= MAX_DAYS for d in shifts.values())
+    for visit in visits:
+        assert _days(visit["visit_start_date"], date(2020, 1, 1)) == shifts[visit["person_id"]]
+    for period in periods:
+        start = period["observation_period_start_date"]
+        assert _days(start, date(2020, 1, 1)) == shifts[period["person_id"]]
+    births = {
+        date(p["year_of_birth"], p["month_of_birth"], p["day_of_birth"])
+        - timedelta(days=shifts[person_id])
+        for person_id, p in persons.items()
+    }
+    assert births == {date(1960 + i, 3, i) for i in range(1, 6)}
+
+
+def test_the_shifts_stay_out_of_the_release(shifted_run):
+    config, result = shifted_run
+    assert result.ledger["date_shift_days"] == MAX_DAYS
+    published = [p.name for p in (config.out_dir / "releases").rglob("*")]
+    assert not [name for name in published if "shift" in name]

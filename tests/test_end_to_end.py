@@ -120,3 +120,54 @@ def test_coverage_report_and_usagi_file_are_published(runs):
     assert 0 < snomed_conditions["mapped_records"] <= snomed_conditions["records"]
     usagi = first.release / "report" / "unmapped_codes_usagi.csv"
     assert usagi.read_text(encoding="utf-8").splitlines()[0].startswith("sourceCode,sourceName")
+
+
+def test_the_release_carries_its_report_and_data_dictionary(runs):
+    import csv
+
+    _, _, _, second = runs
+    html = (second.release / "report.html").read_text(encoding="utf-8")
+    assert second.run_id in html and "Observation periods" in html
+    with (second.release / "data_dictionary.csv").open(encoding="utf-8") as handle:
+        described = {row["table"] for row in csv.DictReader(handle)}
+    assert described == set(second.rows)
+
+
+def test_the_report_of_the_sample_renders_in_a_browser(runs, tmp_path):
+    from tests.report.browser import find_browser, open_page, png_pixels
+
+    browser = find_browser()
+    if browser is None:
+        pytest.skip("chromium is not installed (make setup installs it where apt-get can)")
+    _, _, _, second = runs
+    messages = open_page(browser, second.release / "report.html", tmp_path / "report.png")
+    assert messages == []
+    assert png_pixels(tmp_path / "report.png").std() > 20  # charts and tables, not blank
+
+
+def test_the_vocabulary_is_published_beside_the_clinical_tables(runs):
+    import duckdb
+
+    config, _, _, _ = runs
+    with duckdb.connect(str(config.out_dir / "omop.duckdb"), read_only=True) as con:
+        named = con.execute(
+            "SELECT count(*) FROM condition_occurrence co "
+            "JOIN concept c ON c.concept_id = co.condition_concept_id "
+            "JOIN concept_ancestor ca ON ca.descendant_concept_id = c.concept_id"
+        ).fetchone()[0]
+    assert named > 0
+
+
+def test_every_run_scans_its_release_for_identifiers(runs):
+    _, first, _, _ = runs
+    scan = first.ledger["leak_scan"]
+    assert scan["clean"] and scan["findings"] == 0
+    assert scan["needles_by_kind"]["name"] > 0 and scan["needles_by_kind"]["resource id"] > 0
+
+
+def test_no_unmapped_code_is_one_the_vocabulary_could_map(runs):
+    from vocabularies.ceiling import lost_mappings
+
+    _, first, _, _ = runs
+    usagi = first.release / "report" / "unmapped_codes_usagi.csv"
+    assert lost_mappings(usagi, [SAMPLE_VOCAB]) == []

@@ -107,6 +107,19 @@ def test_short_and_non_personal_values_are_not_needles(input_dir):
     assert make_needle("12345", IDENTIFIER, "x") is None, "years and codes look like this"
 
 
+def test_a_resource_id_that_is_a_plain_word_is_not_a_needle():
+    assert make_needle("referral", RESOURCE_ID, "ServiceRequest.id") is None
+    assert make_needle("referral-7", RESOURCE_ID, "ServiceRequest.id") is not None
+    assert make_needle("Referral", NAME, "Patient.name.family") is not None, "names stay"
+
+
+def test_vocabulary_tables_are_public_and_not_scanned(input_dir, tmp_path):
+    concept = {"concept_id": [1], "concept_name": ["Quackenbush syndrome"]}
+    release = write_release(tmp_path, {"person": clean_person(), "concept": concept})
+    report = scan_release(None, input_dir, release)
+    assert report.clean and report.tables_scanned == 1
+
+
 def test_bundle_entries_and_urn_full_urls_are_searched(tmp_path):
     folder = tmp_path / "bundles"
     folder.mkdir()

@@ -25,9 +25,6 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "querying.md"
 EXAMPLE = re.compile(r"```sql\n(?P<sql>.*?)```\s*\n+```text\n(?P<expected>.*?)```", re.S)
 SPARK_SNIPPET = re.compile(r"```python\n(?P<code>[^`]*?createOrReplaceTempView.*?)```", re.S)
 DOCS_WAREHOUSE = 'Path("out/demo")'
-# Until the release publishes the vocabulary itself (proposed to the lead), the fixture
-# adds these tables to the sample release the way publish would.
-VOCABULARY = ("concept", "concept_ancestor", "concept_relationship", "vocabulary")
 
 pytestmark = pytest.mark.slow
 
@@ -54,29 +51,12 @@ def warehouse(spark, tmp_path_factory) -> Path:
     reuse = os.environ.get("OMOPFLOW_SAMPLE_WAREHOUSE")
     if reuse:
         out = Path(reuse)
-        release = publish.current_release(out)
-        assert release is not None, f"no current release in {out}"
-        _add_vocabulary(spark, out, release)
+        assert publish.current_release(out) is not None, f"no current release in {out}"
         return out
     out = tmp_path_factory.mktemp("querying") / "demo"
     result = pipeline.run(spark, RunConfig(SAMPLE_INPUT, (SAMPLE_VOCAB,), out, "demo"), DEMO_KEY)
     assert result.release is not None
-    _add_vocabulary(spark, out, result.release)
     return out
-
-
-def _add_vocabulary(spark, out: Path, release: Path) -> None:
-    from vocabularies.athena import load_release
-
-    vocab = None
-    for table in VOCABULARY:
-        if not (release / table).is_dir():
-            vocab = vocab or load_release(
-                spark, [SAMPLE_VOCAB], RunConfig(SAMPLE_INPUT, (SAMPLE_VOCAB,), out).vocab_cache
-            )
-            vocab.table(table).write.parquet(str(release / table))
-    tables = sorted(p.name for p in release.iterdir() if p.is_dir() and any(p.rglob("*.parquet")))
-    publish.write_catalog(out, tables)
 
 
 def test_docs_have_examples():

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 PROVENANCE = ("_site", "_resource_type", "_fhir_id")
 EXCLUSION_SCHEMA = "_site string, _resource_type string, _fhir_id string, reason string"
+# Exclusion reason for records that start after the run's day (a source clock error).
+DATE_IN_FUTURE = "date in the future"
 
 
 @dataclass
@@ -69,6 +71,12 @@ class MappingContext:
         return self.ids.lookup(
             df, "person", F.col("_site"), "Patient", reference_id(reference, "Patient"), "person_id"
         )
+
+    def in_future(self, when: Column) -> Column:
+        """True when a date or datetime falls after the run's `as_of` day."""
+        from pyspark.sql import functions as F
+
+        return F.to_date(when) > F.lit(self.config.as_of)
 
     def visit_ids(self, df: DataFrame, reference: Column) -> DataFrame:
         """Add visit_occurrence_id from an Encounter reference; a nested encounter links to

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from transforms.base import MappingContext, TableOutput, exclusions, first_reason
+from transforms.base import DATE_IN_FUTURE, MappingContext, TableOutput, exclusions, first_reason
 from transforms.fhir import fhir_datetime
 from vocabularies.concepts import EHR
 
@@ -46,6 +46,7 @@ def build(ctx: MappingContext) -> TableOutput:
         (F.col("deceasedDateTime").isNull(), NO_DATE),
         (F.col("_death").isNull(), BAD_DATE),
         (F.to_date("_death") < F.col("_birth_date"), BEFORE_BIRTH),
+        (ctx.in_future(F.col("_death")), DATE_IN_FUTURE),
     )
     deceased = births.withColumn("_reason", reason)
     rows = deceased.where(F.col("_reason").isNull()).select(

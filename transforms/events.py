@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from transforms.base import MappingContext, first_reason
+from transforms.base import DATE_IN_FUTURE, MappingContext, first_reason
 from transforms.constants import (
     ALLERGY_CATEGORY_CONCEPTS,
     COMPARATOR_CONCEPTS,
@@ -596,6 +596,7 @@ def _resources(ctx: MappingContext) -> DataFrame:
         first_reason(
             (F.col("person_id").isNull(), "patient not in staging"),
             (F.col("_start").isNull(), "no usable date"),
+            (ctx.in_future(F.col("_start")), DATE_IN_FUTURE),
         ),
     )
     return resources.withColumn("_reason", reason)

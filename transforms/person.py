@@ -43,7 +43,11 @@ def build(ctx: MappingContext) -> TableOutput:
     birth = fhir_datetime(F.col("birthDate"), ctx.config.timezone)
     usable = patients.withColumn("_birth", birth)
     usable = usable.withColumn(
-        "_reason", first_reason((F.col("_birth").isNull(), "no usable birth date"))
+        "_reason",
+        first_reason(
+            (F.col("_birth").isNull(), "no usable birth date"),
+            (ctx.in_future(F.col("_birth")), "birth date in the future"),
+        ),
     )
     people = usable.where(F.col("_reason").isNull())
     race = _omb_code("extension", US_CORE_RACE)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from transforms.base import MappingContext, TableOutput, exclusions, first_reason
+from transforms.base import DATE_IN_FUTURE, MappingContext, TableOutput, exclusions, first_reason
 from transforms.concept_maps import join_concept
 from transforms.fhir import fhir_datetime, first, reference_index, resolve_reference
 from transforms.visit_occurrence import visit_links
@@ -124,6 +124,7 @@ def build(ctx: MappingContext) -> TableOutput:
     reason = first_reason(
         (F.col("person_id").isNull(), "patient not in staging"),
         (F.col("_start").isNull(), "no usable start date"),
+        (ctx.in_future(F.col("_start")), DATE_IN_FUTURE),
         (F.col("_visit").isNull(), NO_VISIT),
     )
     nested = nested.withColumn("_reason", reason)

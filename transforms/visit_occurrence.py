@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from transforms.base import MappingContext, TableOutput, exclusions, first_reason
+from transforms.base import DATE_IN_FUTURE, MappingContext, TableOutput, exclusions, first_reason
 from transforms.care_site import care_site_ids
 from transforms.concept_maps import join_concept
 from transforms.fhir import fhir_datetime, first
@@ -79,6 +79,7 @@ def build(ctx: MappingContext) -> TableOutput:
     reason = first_reason(
         (F.col("person_id").isNull(), "patient not in staging"),
         (F.col("_start").isNull(), "no usable start date"),
+        (ctx.in_future(F.col("_start")), DATE_IN_FUTURE),
     )
     encounters = encounters.withColumn("_reason", reason)
     visits = visit_links(ctx, encounters.where(F.col("_reason").isNull()))

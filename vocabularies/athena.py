@@ -50,6 +50,8 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "concept_synonym": ("concept_id", "concept_synonym_name", "language_concept_id"),
     "drug_strength": ("drug_concept_id", "ingredient_concept_id"),
 }
+# Published with every release, beside the clinical tables (OMOP CDM vocabulary tables).
+VOCABULARY_TABLES = tuple(TABLE_KEYS)
 COMPLETE_MARKER = "_RELEASE_COMPLETE"
 NONE_VOCABULARY = "None"  # Athena's row whose version names the whole release
 

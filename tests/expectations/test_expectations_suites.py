@@ -46,6 +46,13 @@ def test_early_dates_warn_but_future_dates_block() -> None:
     assert checks["plausibleValueHigh.visit_occurrence.visit_start_date"].severity == ERROR
 
 
+def test_end_dates_after_today_only_warn() -> None:
+    # A prescription written yesterday for 90 days ends in the future; that is not wrong.
+    checks = {c.name: c for c in checks_for_table("drug_exposure")}
+    assert checks["plausibleValueHigh.drug_exposure.drug_exposure_end_date"].severity == WARNING
+    assert checks["plausibleValueHigh.drug_exposure.drug_exposure_start_date"].severity == ERROR
+
+
 def test_unusual_drug_supply_only_warns() -> None:
     # ETL-Synthea's own output has half its days_supply above DQD's 365: unusual, not wrong.
     checks = {c.name: c for c in checks_for_table("drug_exposure")}

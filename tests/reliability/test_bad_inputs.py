@@ -2,9 +2,9 @@
 other line of the same file still arrives. docs/governance.md lists the same catalogue.
 
 One staging run over a folder that mixes most kinds (a Spark run costs ~a minute here);
-kinds that stop a whole run today get their own small run, marked xfail until staging
-handles them. Kinds that only show after mapping (dangling references, impossible and future
-dates) are checked on the pipeline runs of test_faults.py.
+the 50 MB line gets its own run. Kinds that only show after mapping (dangling references,
+impossible and future dates) are checked by the mapping tests and the pipeline runs of
+test_faults.py.
 """
 
 from __future__ import annotations
@@ -101,6 +101,9 @@ QUARANTINED = {
     ),
     "a manifest url with ../": ("../ndjson/Patient.000.ndjson", 0, None, OUTSIDE),
     "a manifest url with an absolute path outside": ("/etc/hostname", 0, None, OUTSIDE),
+    "an empty file": ("Condition.000.ndjson", 0, None, "empty file"),
+    "a truncated gzip file": ("Patient.001.ndjson.gz", 0, None, "unreadable gzip file"),
+    "a .gz file that is not gzip": ("Encounter.001.ndjson.gz", 0, None, "unreadable gzip file"),
 }
 
 # kind -> Patient id that must be staged (or, for a DELETE, must not be)
@@ -130,6 +133,11 @@ def bad_run(spark, tmp_path_factory):
     (data / "windows").mkdir()
     (data / "windows" / "Patient.ndjson").write_bytes(crlf * 2)  # same line twice: one patient
     (data / "ndjson" / "Condition.000.ndjson").write_bytes(b"")  # an empty file
+    whole = gzip.compress(
+        b"".join(json.dumps(patient(f"gz{i}")).encode() + b"\n" for i in range(50))
+    )
+    (data / "ndjson" / "Patient.001.ndjson.gz").write_bytes(whole[: len(whole) // 2])
+    (data / "ndjson" / "Encounter.001.ndjson.gz").write_text(json.dumps(encounter("plain", "x")))
     transaction = bundle(
         [
             {"fullUrl": "urn:uuid:in-bundle", "resource": patient("in-bundle")},
@@ -208,47 +216,10 @@ def test_bundle_delete_entry_removes_the_resource(bad_run):
     assert "to-delete" not in {p["id"] for p in patients}
 
 
-@pytest.mark.xfail(strict=True, reason="staging does not record empty files yet")
-def test_an_empty_file_is_recorded_not_silently_skipped(bad_run):
-    section, quarantine, _ = bad_run
-    rows = [r for r in quarantine if (r["_file"] or "").endswith("Condition.000.ndjson")]
-    assert [r["reason"] for r in rows] == ["empty file"]
-    assert section["file_problems"] >= 1
-
-
-# --- kinds that stop the whole staging run today: one small run each -------------------
-
-
 def _stage_folder(spark, root: Path) -> tuple[dict, list]:
     paths = StagingPaths(root / "work", None, root / "staged", root / "quarantine")
     section = stage(spark, discover(root / "in"), "site", paths)
     return section, spark.read.parquet(str(paths.quarantine / "*")).collect()
-
-
-def _gzip_lines(ids: list[str]) -> bytes:
-    return gzip.compress(b"".join(json.dumps(patient(i)).encode() + b"\n" for i in ids))
-
-
-@pytest.mark.xfail(strict=True, reason="a truncated gzip fails the Spark read of the whole run")
-def test_a_truncated_gzip_is_quarantined_and_other_files_arrive(spark, tmp_path):
-    write_ndjson(tmp_path / "in" / "Encounter.ndjson", [encounter("e-ok", "p")])
-    whole = _gzip_lines([f"p{i}" for i in range(50)])
-    (tmp_path / "in" / "Patient.ndjson.gz").write_bytes(whole[: len(whole) // 2])
-    section, quarantine = _stage_folder(spark, tmp_path)
-    reasons = [r["reason"] for r in quarantine if r["_file"].endswith("Patient.ndjson.gz")]
-    assert reasons == ["unreadable gzip file"]
-    assert section["staged"] == 1
-    assert ledger.check({"staging": section}) == []
-
-
-@pytest.mark.xfail(strict=True, reason="a .gz file that is not gzip fails the whole run")
-def test_a_gz_file_that_is_not_gzip_is_quarantined(spark, tmp_path):
-    write_ndjson(tmp_path / "in" / "Encounter.ndjson", [encounter("e-ok", "p")])
-    (tmp_path / "in" / "Patient.ndjson.gz").write_text(json.dumps(patient("plain")) + "\n")
-    section, quarantine = _stage_folder(spark, tmp_path)
-    reasons = [r["reason"] for r in quarantine if r["_file"].endswith("Patient.ndjson.gz")]
-    assert reasons == ["unreadable gzip file"]
-    assert section["staged"] == 1
 
 
 # --- a line of 50 MB: one run shared by its two tests -------------------------------------
@@ -274,10 +245,6 @@ def test_a_50_mb_line_does_not_stop_the_other_lines(big_line_run):
     assert ledger.check({"staging": section}) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the parser's string-length limit shows as a schema mismatch, not a clear reason",
-)
 def test_a_50_mb_line_is_quarantined_as_too_long(big_line_run):
     _, quarantine, _ = big_line_run
     assert quarantine == [(2, "line too long")]

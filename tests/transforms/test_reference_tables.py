@@ -4,6 +4,8 @@ them: tiny hand-written FHIR, one corner case per test."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +62,9 @@ def role(rid: str, **fields: Any) -> dict[str, Any]:
     return body
 
 
-def context(spark: Any, *resources: dict[str, Any], site: str = "test") -> Any:
+def context(
+    spark: Any, *resources: dict[str, Any], site: str = "test", as_of: date | None = None
+) -> Any:
     from omopflow.config import RunConfig
     from omopflow.ids import IdAllocator
     from omopflow.staging import stage_in_memory
@@ -69,6 +73,8 @@ def context(spark: Any, *resources: dict[str, Any], site: str = "test") -> Any:
     staged, quarantined = stage_in_memory(spark, [json.dumps(r) for r in resources], site)
     assert quarantined.count() == 0, "fixture does not stage"
     config = RunConfig(input_dir=Path("."), vocab_dirs=(), out_dir=Path("."))
+    if as_of is not None:
+        config = replace(config, as_of=as_of)
     ctx = MappingContext(spark, config, [], IdAllocator.open(spark, None), KEY)
     ctx._staged.update(staged)
     return ctx
@@ -316,6 +322,52 @@ def test_death_before_birth_is_excluded(spark: Any) -> None:
     out = build(ctx, "person", "death")["death"]
     assert out.rows.count() == 0
     assert reasons(out) == {"p1": BEFORE_BIRTH}
+
+
+# FUTURE DATES: excluded at mapping, so one clock error does not block a release
+
+RUN_DAY = date(2024, 1, 1)
+LATER = "2024-06-01T10:00:00+00:00"
+
+
+def test_a_birth_date_after_the_run_day_excludes_the_patient(spark: Any) -> None:
+    ctx = context(spark, patient("p1"), patient("p2", birthDate="2024-06-01"), as_of=RUN_DAY)
+    out = build(ctx, "person")["person"]
+    assert out.rows.count() == 1
+    assert reasons(out) == {"p2": "birth date in the future"}
+
+
+def test_a_death_after_the_run_day_is_excluded_and_the_person_kept(spark: Any) -> None:
+    from transforms.base import DATE_IN_FUTURE
+
+    ctx = context(spark, patient("p1", deceasedDateTime=LATER), as_of=RUN_DAY)
+    out = build(ctx, "person", "death")
+    assert out["death"].rows.count() == 0
+    assert reasons(out["death"]) == {"p1": DATE_IN_FUTURE}
+    assert out["person"].rows.count() == 1
+
+
+def test_visits_starting_after_the_run_day_are_excluded(spark: Any) -> None:
+    from transforms.base import DATE_IN_FUTURE
+
+    later = {"start": LATER, "end": LATER}
+    today = {"start": "2024-01-01T23:00:00+00:00"}
+    resources = [
+        patient("p1"),
+        encounter("e-later", "p1", period=later),
+        encounter("e-today", "p1", period=today),
+        encounter("e-stay", "p1"),
+        nested("e-ward", "e-stay", period=later),
+    ]
+    out = build(
+        context(spark, *resources, as_of=RUN_DAY), "person", "visit_occurrence", "visit_detail"
+    )
+    assert sorted(r["_fhir_id"] for r in out["visit_occurrence"].rows.collect()) == [
+        "e-stay",
+        "e-today",
+    ]
+    assert reasons(out["visit_occurrence"]) == {"e-later": DATE_IN_FUTURE}
+    assert reasons(out["visit_detail"]) == {"e-ward": DATE_IN_FUTURE}
 
 
 # VISIT_DETAIL
