@@ -6,7 +6,12 @@ on their own for tests and for pointing at a new server by hand.
 
 from omopflow.bulk.auth import SmartBackendAuth, auth_for_site
 from omopflow.bulk.client import BulkClient, ExportResult, ManifestFile
-from omopflow.bulk.errors import BulkAuthError, BulkExportError, FileExpiredError
+from omopflow.bulk.errors import (
+    BulkAuthError,
+    BulkExportError,
+    ExportGoneError,
+    FileExpiredError,
+)
 from omopflow.bulk.landing import (
     client_for_site,
     completed_exports,
@@ -19,6 +24,7 @@ __all__ = [
     "BulkAuthError",
     "BulkClient",
     "BulkExportError",
+    "ExportGoneError",
     "ExportResult",
     "FileExpiredError",
     "ManifestFile",

@@ -30,7 +30,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from omopflow.bulk.errors import BulkExportError, FileExpiredError
+from omopflow.bulk.errors import BulkExportError, ExportGoneError, FileExpiredError
 from omopflow.sites import LEVEL_GROUP, LEVEL_PATIENT, LEVEL_SYSTEM, LEVELS
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ ERROR_SEVERITIES = frozenset({"fatal", "error"})
 HTTP_OK = 200
 HTTP_ACCEPTED = 202
 HTTP_UNAUTHORIZED = 401
+HTTP_NOT_FOUND = 404
 HTTP_GONE = 410
 HTTP_TOO_MANY_REQUESTS = 429
 HTTP_SERVER_ERROR = 500
@@ -145,11 +146,21 @@ class BulkClient:
         method: str = "GET",
     ) -> ExportResult:
         """Kick off an export, wait for it, and return the merged manifest."""
-        status_url = self.kick_off(level, group_id, types, since, method)
+        return self.wait(self.kick_off(level, group_id, types, since, method))
+
+    def wait(self, status_url: str) -> ExportResult:
+        """Poll an export (new, or one kicked off by an earlier run) until its manifest.
+
+        A failure cancels the export to free the server's resources, unless the server
+        says it no longer knows it (`ExportGoneError`). An interrupt (KeyboardInterrupt,
+        SystemExit) leaves it running, so that the next `land_export` can resume it.
+        """
         try:
             manifests = self._collect_manifests(status_url)
-        except BaseException:
-            self._cancel_quietly(status_url)  # free the server's resources
+        except ExportGoneError:
+            raise
+        except Exception:
+            self._cancel_quietly(status_url)
             raise
         return _merge_manifests(status_url, manifests)
 
@@ -222,6 +233,11 @@ class BulkClient:
             response = self._request("GET", url, headers={"Accept": "application/json"})
             if response.status_code == HTTP_OK:
                 return _manifest_json(response, url)
+            if response.status_code in (HTTP_NOT_FOUND, HTTP_GONE):
+                raise ExportGoneError(
+                    f"status {url}: the server no longer knows this export: "
+                    f"HTTP {response.status_code} {_diagnostics(response)}".strip()
+                )
             if response.status_code != HTTP_ACCEPTED:
                 raise _error_from(response, f"status {url}")
             progress = response.headers.get("X-Progress")

@@ -13,3 +13,7 @@ class BulkAuthError(BulkExportError):
 
 class FileExpiredError(BulkExportError):
     """A file of the manifest answered 410 Gone: the export has to start again."""
+
+
+class ExportGoneError(BulkExportError):
+    """The status URL answered 404 or 410: the server has dropped (or never had) the export."""

@@ -2,7 +2,8 @@
 
 Layout of a landed export:
 
-    landing/<site>/_state.json            last landed transactionTime (the next `_since`)
+    landing/<site>/_state.json            last landed transactionTime (the next `_since`),
+                                          and the export in flight, if any (`pending`)
     landing/<site>/<export id>/
         Patient.000.ndjson[.gz] ...       the manifest's `output` files
         deleted/Bundle.000.ndjson         the manifest's `deleted` files (transaction Bundles)
@@ -17,10 +18,17 @@ folder named like an export is always complete, and `completed_exports` also che
 
 The export id is the transactionTime in compact UTC form, so folders sort by time and a
 replay of the same export lands in the same place (and is not downloaded twice).
+
+A killed run is resumed, not restarted: the status URL is recorded in `_state.json` right
+after the kick-off, so the next run polls it instead of asking the server for a new export,
+and the partial folder's name is recorded before the downloads start, with a journal of the
+files fully downloaded into it. The next run reuses a journalled file only if its size and
+sha256 still match; anything else in the folder is downloaded again or deleted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -42,6 +50,7 @@ log = logging.getLogger(__name__)
 COMPLETE_MARKER = "_COMPLETE"
 MANIFEST_NAME = "manifest.json"
 STATE_NAME = "_state.json"
+JOURNAL_NAME = "_downloads.ndjson"  # in a partial folder only; never landed
 PARTIAL_PREFIX = ".partial-"
 ERROR_FOLDER = "error"
 DELETED_FOLDER = "deleted"
@@ -53,19 +62,36 @@ def land_export(
 ) -> Path:
     """Run the site's export (incremental from the last one) and land it; return its folder.
 
-    A file that expired (410) starts the whole export again, at most `max_restarts` times.
+    An export that a killed run left pending in `_state.json` is resumed (its status URL
+    polled again) rather than kicked off anew; if the server no longer knows it or answers
+    an error, it is forgotten and a new export starts. A file that expired (410) starts the
+    whole export again, at most `max_restarts` times.
     """
     if site.kind != KIND_BULK or site.level is None:
         raise BulkExportError(f"site '{site.id}' is not a bulk site (kind {site.kind!r})")
     site_dir = Path(landing_root) / site.id
     site_dir.mkdir(parents=True, exist_ok=True)
-    since = read_state(site_dir).get("transactionTime")
+    state = read_state(site_dir)
+    since = state.get("transactionTime")
+    request = {"export_url": client.export_url(site.level, site.group_id), "types": [*site.types]}
+    pending = _pending_to_resume(client, site_dir, state, request)
     for attempt in range(max_restarts + 1):
-        result = client.export(site.level, site.group_id, site.types or None, since, site.method)
+        result = _resume(client, site_dir, since, pending) if pending is not None else None
+        if result is None or pending is None:
+            status_url = client.kick_off(
+                site.level, site.group_id, site.types or None, since, site.method
+            )
+            # Recorded before the first poll: a run killed from here on is resumed.
+            pending = {"status_url": status_url, "since": since, "kicked_off_at": _utc_now()}
+            pending.update(request)
+            _write_state(site_dir, since, pending)
+            result = _wait(client, site_dir, since, status_url)
         try:
-            export_dir = _land(client, result, site_dir)
+            export_dir = _land(client, result, site_dir, since, pending)
         except FileExpiredError as exc:
             log.warning("site %s: %s; restarting the export (%d)", site.id, exc, attempt + 1)
+            _forget(site_dir, since, pending)
+            pending = None
             continue
         _write_state(site_dir, result.transaction_time)
         _release_server_files(client, result.status_url)
@@ -87,17 +113,20 @@ def client_for_site(
 def remove_stale_partials(landing_site_dir: str | Path, older_than_s: float = 24 * 3600) -> int:
     """Delete `.partial-*` folders that a killed landing left behind; return how many.
 
-    Only old ones: a younger folder may belong to a landing still running.
+    Only old ones: a younger folder may belong to a landing still running. The folder of
+    the site's pending export is kept whatever its age: the next landing resumes into it.
     """
     site_dir = Path(landing_site_dir)
     if not site_dir.is_dir():
         return 0
     cutoff = time.time() - older_than_s
+    in_use = _pending_partial(read_state(site_dir).get("pending"))
     stale = [
         child
         for child in site_dir.iterdir()
         if child.is_dir()
         and child.name.startswith(PARTIAL_PREFIX)
+        and child.name != in_use
         and child.stat().st_mtime < cutoff
     ]
     for folder in stale:
@@ -152,23 +181,125 @@ def read_complete(export_dir: Path) -> dict[str, Any]:
     return result
 
 
-def _land(client: BulkClient, result: ExportResult, site_dir: Path) -> Path:
+def _pending_to_resume(
+    client: BulkClient, site_dir: Path, state: dict[str, Any], request: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The pending export of `state` if it may be resumed for this request, else None."""
+    pending = state.get("pending")
+    if pending is None:
+        return None
+    since = state.get("transactionTime")
+    if not isinstance(pending, dict) or not isinstance(pending.get("status_url"), str):
+        log.warning("%s: unreadable pending export %r; forgetting it", site_dir, pending)
+        _forget(site_dir, since, None)
+        return None
+    asked = {"since": pending.get("since"), **{key: pending.get(key) for key in request}}
+    if asked != {"since": since, **request}:
+        # The site's types or URL changed, or the state was edited: its files would not
+        # be the ones this run asks for.
+        log.warning(
+            "%s: the pending export asked for %s, not %s; forgetting it",
+            site_dir,
+            asked,
+            {"since": since, **request},
+        )
+        _release_server_files(client, pending["status_url"])
+        _forget(site_dir, since, pending)
+        return None
+    return pending
+
+
+def _resume(
+    client: BulkClient, site_dir: Path, since: str | None, pending: dict[str, Any]
+) -> ExportResult | None:
+    """Poll the pending export; None (and forgotten) if the server cannot finish it."""
+    status_url = pending["status_url"]
+    log.info(
+        "%s: resuming the export kicked off at %s: %s",
+        site_dir,
+        pending.get("kicked_off_at"),
+        status_url,
+    )
+    try:
+        return client.wait(status_url)
+    except BulkExportError as exc:
+        log.warning(
+            "%s: cannot resume %s (%s); kicking off a new export", site_dir, status_url, exc
+        )
+        _forget(site_dir, since, pending)
+        return None
+
+
+def _wait(client: BulkClient, site_dir: Path, since: str | None, status_url: str) -> ExportResult:
+    try:
+        return client.wait(status_url)
+    except BulkExportError:
+        # The client has cancelled it (or the server lost it): nothing left to resume.
+        _write_state(site_dir, since)
+        raise
+
+
+def _forget(site_dir: Path, since: str | None, pending: dict[str, Any] | None) -> None:
+    """Drop a pending export: its partial folder, and its entry in the state file."""
+    partial = _pending_partial(pending)
+    if partial is not None:
+        shutil.rmtree(site_dir / partial, ignore_errors=True)
+    _write_state(site_dir, since)
+
+
+def _pending_partial(pending: object) -> str | None:
+    """The name of the pending export's partial folder, if it is a safe one."""
+    name = pending.get("partial") if isinstance(pending, dict) else None
+    # The state file is data, not code: accept only a plain `.partial-*` folder name.
+    if isinstance(name, str) and name.startswith(PARTIAL_PREFIX) and Path(name).name == name:
+        return name
+    return None
+
+
+def _land(
+    client: BulkClient,
+    result: ExportResult,
+    site_dir: Path,
+    since: str | None,
+    pending: dict[str, Any],
+) -> Path:
     export_dir = site_dir / export_id(result.transaction_time)
     if (export_dir / COMPLETE_MARKER).is_file():
+        # E.g. a run killed between the rename and the state update.
         log.info("%s already landed: nothing to download", export_dir)
+        if (recorded := _pending_partial(pending)) is not None:
+            shutil.rmtree(site_dir / recorded, ignore_errors=True)
         return export_dir
-    partial = site_dir / f"{PARTIAL_PREFIX}{export_dir.name}-{uuid.uuid4().hex[:8]}"
-    partial.mkdir()
+    partial = _partial_folder(site_dir, export_dir.name, since, pending)
     try:
         manifest, files = _download_all(client, result, partial)
         _write_json(partial / MANIFEST_NAME, manifest)
         _write_json(partial / COMPLETE_MARKER, _complete_record(result, export_dir.name, files))
         _move_into_place(partial, export_dir)
-    except BaseException:
+    except FileExpiredError:
+        # The server's files are gone: the next attempt is a new export, with new files.
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    # Any other failure keeps the partial folder and the pending export: the next run
+    # polls the same status URL and reuses the files that check out.
     log.info("landed %s (%d files)", export_dir, len(files))
     return export_dir
+
+
+def _partial_folder(site_dir: Path, name: str, since: str | None, pending: dict[str, Any]) -> Path:
+    """The pending export's partial folder if a killed run left it, else a new one."""
+    recorded = _pending_partial(pending)
+    if recorded is not None:
+        if recorded.startswith(f"{PARTIAL_PREFIX}{name}-") and (site_dir / recorded).is_dir():
+            log.info("%s: resuming the downloads in %s", site_dir, recorded)
+            return site_dir / recorded
+        shutil.rmtree(site_dir / recorded, ignore_errors=True)
+    partial = site_dir / f"{PARTIAL_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
+    # Recorded first, so that no partial folder exists that the state does not name.
+    pending["partial"] = partial.name
+    _write_state(site_dir, since, pending)
+    partial.mkdir()
+    return partial
 
 
 def _move_into_place(partial: Path, export_dir: Path) -> None:
@@ -191,17 +322,22 @@ def _download_all(
     """Download every manifest file; return the local manifest and the files by name."""
     files: dict[str, DownloadedFile] = {}
     local: dict[str, list[dict[str, Any]]] = {}
+    journal = _Journal(folder)
     for key, subfolder in (("output", ""), ("deleted", DELETED_FOLDER), ("error", ERROR_FOLDER)):
         local[key] = []
         target = folder / subfolder
         used: dict[str, int] = {}
         for entry in getattr(result, key):
             target.mkdir(exist_ok=True)
-            name = _local_name(entry, used)
-            saved = client.download(entry.url, target / name, result.requires_access_token)
+            name = (Path(subfolder) / _local_name(entry, used)).as_posix()
+            saved = journal.reuse(name, entry.url)
+            if saved is None:
+                saved = client.download(entry.url, folder / name, result.requires_access_token)
+                journal.record(name, entry.url, saved)
             relative = saved.path.relative_to(folder).as_posix()
             files[relative] = saved
             local[key].append(_local_entry(entry, relative, saved))
+    _remove_strays(folder, set(files))
     error_lines = sum(item["count"] for item in local["error"])
     if error_lines:
         log.warning("the server reported %d OperationOutcome issue lines", error_lines)
@@ -213,6 +349,79 @@ def _download_all(
         "counts": _counts(local),
     }
     return manifest, files
+
+
+class _Journal:
+    """The files fully downloaded into a partial folder, one JSON line each, appended.
+
+    A killed run leaves it behind; the next one reuses a file only if it is on disk with
+    the size and sha256 the client measured while downloading it.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.path = folder / JOURNAL_NAME
+        self._records: dict[str, dict[str, Any]] = {}
+        if self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue  # the line a killed run was writing
+                if isinstance(record, dict) and isinstance(record.get("name"), str):
+                    self._records[record["name"]] = record
+
+    def reuse(self, name: str, source_url: str) -> DownloadedFile | None:
+        """The file saved as `name` from `source_url`, if it checks out; else None."""
+        record = self._records.get(name)
+        if record is None or record.get("source_url") != source_url:
+            return None
+        path_name, size, sha256, lines = (record.get(key) for key in _JOURNAL_FACTS)
+        # The client saves `name`, or `name.gz` for a gzipped body; nothing else is ours.
+        if path_name not in (name, f"{name}.gz") or not isinstance(lines, int):
+            return None
+        path = self.folder / str(path_name)
+        if not path.is_file() or path.stat().st_size != size or _sha256(path) != sha256:
+            log.info("%s does not match what was downloaded; downloading it again", path)
+            return None
+        log.info("%s was downloaded by an earlier run and checks out", path)
+        gzipped = str(path_name).endswith(".gz")
+        return DownloadedFile(path, int(size), str(sha256), lines, gzipped)
+
+    def record(self, name: str, source_url: str, saved: DownloadedFile) -> None:
+        facts = {
+            "name": name,
+            "source_url": source_url,
+            "path": saved.path.relative_to(self.folder).as_posix(),
+            "bytes": saved.bytes,
+            "sha256": saved.sha256,
+            "lines": saved.lines,
+        }
+        # One short append per file; a line torn by a kill is skipped when read back.
+        with self.path.open("a", encoding="utf-8") as out:
+            out.write(json.dumps(facts, sort_keys=True) + "\n")
+
+
+_JOURNAL_FACTS = ("path", "bytes", "sha256", "lines")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as data:
+        while chunk := data.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _remove_strays(folder: Path, keep: set[str]) -> None:
+    """Delete every file of the partial folder but the manifest's (`keep`, relative).
+
+    A reused folder may hold the file a killed run was writing, or the journal: only what
+    the manifest lists may land.
+    """
+    for path in [child for child in folder.rglob("*") if child.is_file()]:
+        if path.relative_to(folder).as_posix() not in keep:
+            path.unlink()
 
 
 def _local_name(entry: ManifestFile, used: dict[str, int]) -> str:
@@ -259,9 +468,25 @@ def _complete_record(
     }
 
 
-def _write_state(site_dir: Path, transaction_time: str) -> None:
-    state = {"transactionTime": transaction_time, "exportId": export_id(transaction_time)}
-    _write_json(site_dir / STATE_NAME, state)
+def _write_state(
+    site_dir: Path, transaction_time: str | None, pending: dict[str, Any] | None = None
+) -> None:
+    """The last landed transactionTime (if any) and the export in flight (if any)."""
+    state: dict[str, Any] = {}
+    if transaction_time is not None:
+        state = {"transactionTime": transaction_time, "exportId": export_id(transaction_time)}
+    if pending is not None:
+        state["pending"] = pending
+    if state:
+        _write_json(site_dir / STATE_NAME, state)
+    else:
+        # Nothing landed yet and nothing in flight: as if the site had never run.
+        (site_dir / STATE_NAME).unlink(missing_ok=True)
+
+
+def _utc_now() -> str:
+    # For people reading the state file only: nothing decides on it.
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _write_json(path: Path, content: dict[str, Any]) -> None:
@@ -276,7 +501,8 @@ def _write_json(path: Path, content: dict[str, Any]) -> None:
 
 
 def _release_server_files(client: BulkClient, status_url: str) -> None:
-    # The spec lets a client DELETE a finished export to say it has its files.
+    # The spec lets a client DELETE a finished export to say it has its files (and a
+    # running one to cancel it).
     try:
         client.cancel(status_url)
     except BulkExportError as exc:

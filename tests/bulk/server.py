@@ -7,8 +7,9 @@ file downloads, DELETE to cancel, and a SMART Backend Services token endpoint th
 the client's signed JWT against the public keys the test registers.
 
 `faults` switches misbehaviour on, each one a counter of how many times to misbehave, so a
-test can say "two 429s, then behave". Everything runs on 127.0.0.1 on a free port in a
-background thread; `requests` records what the client sent.
+test can say "two 429s, then behave". `hold` makes one kind of request wait until the test
+releases it, so a test can kill a client at a known point. Everything runs on 127.0.0.1 on a
+free port in a background thread; `requests` records what the client sent.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import gzip
 import json
 import re
 import secrets
+import sys
 import threading
 import time
 from collections import Counter
@@ -43,6 +45,7 @@ class Faults:
     status_429_date: int = 0  # 429 with Retry-After as an HTTP-date
     status_503: int = 0  # 503 without Retry-After (client backs off)
     status_transient: int = 0  # 500 + OperationOutcome code `transient`
+    status_gone: int = 0  # 410 Gone on a status poll (the export expired)
     kickoff_transient: int = 0  # the same, at kick-off
     job_fails: bool = False  # 500 + OperationOutcome code `processing`: final
     expire_token: int = 0  # 401 for an otherwise valid token, which is revoked
@@ -53,6 +56,14 @@ class Faults:
     gzip: bool = False  # Content-Encoding: gzip when the client accepts it
     retry_after_429: int = 7
     retry_after_date_s: int = 30
+
+
+@dataclass
+class Hold:
+    """Where requests wait: `reached` is set when one arrives; all wait for `release`."""
+
+    reached: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -106,8 +117,9 @@ class BulkServer:
         self.kickoffs = 0
         self.downloads: Counter[str] = Counter()
         self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.holds: dict[str, Hold] = {}  # "status" or a file name -> its hold
         self.lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd = _QuietHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         port = self._httpd.server_address[1]
         self.origin = f"http://127.0.0.1:{port}"
@@ -131,6 +143,8 @@ class BulkServer:
         return self
 
     def stop(self) -> None:
+        for hold in self.holds.values():
+            hold.release.set()
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
@@ -143,6 +157,17 @@ class BulkServer:
                 setattr(self.faults, name, left - 1)
                 return True
             return False
+
+    def hold(self, point: str) -> Hold:
+        """Make status polls ("status") or downloads of one file (its name) wait."""
+        self.holds[point] = Hold()
+        return self.holds[point]
+
+    def pause_at(self, point: str) -> None:
+        hold = self.holds.get(point)
+        if hold is not None:
+            hold.reached.set()
+            hold.release.wait(timeout=30)
 
     # -- tokens ---------------------------------------------------------------------------
 
@@ -303,6 +328,13 @@ def _now_instant() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class _QuietHTTPServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client killed mid-request (what the resume tests do) is not a server error.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 def _handler_for(server: BulkServer) -> type[BaseHTTPRequestHandler]:
     class Handler(_BulkHandler):
         bulk = server
@@ -445,6 +477,9 @@ class _BulkHandler(BaseHTTPRequestHandler):
         job = self.bulk.jobs.get(job_id)
         if job is None:
             return self._outcome(404, "not-found", f"no export {job_id} (cancelled or unknown)")
+        self.bulk.pause_at("status")
+        if self.bulk.take("status_gone"):
+            return self._outcome(410, "expired", f"export {job_id} has expired")
         if self.bulk.take("status_429_seconds"):
             retry = str(self.bulk.faults.retry_after_429)
             return self._outcome(429, "throttled", "polling too often", {"Retry-After": retry})
@@ -482,6 +517,7 @@ class _BulkHandler(BaseHTTPRequestHandler):
             return self._outcome(404, "not-found", f"no file {name}")
         with self.bulk.lock:
             self.bulk.downloads[name] += 1
+        self.bulk.pause_at(name)
         if self.bulk.take("expire_file"):
             return self._outcome(410, "expired", "the export's files have expired")
         body = job.files[name]

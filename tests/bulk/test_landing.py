@@ -173,14 +173,24 @@ def test_files_that_keep_expiring_give_up_and_leave_nothing(
     assert list((tmp_path / "east").iterdir()) == []
 
 
-def test_failed_download_leaves_no_folder_and_no_state(timed_server, make_client, tmp_path: Path):
+def test_failed_download_lands_nothing_and_leaves_the_export_pending(
+    timed_server, make_client, tmp_path: Path
+):
     timed_server.faults.truncate = 100  # every download is cut short
 
     with pytest.raises(BulkExportError, match="gave up after 3 tries"):
         land_export(make_client(timed_server, max_retries=2), site(), tmp_path)
 
-    assert list((tmp_path / "east").iterdir()) == []
     assert completed_exports(tmp_path / "east") == []
+    state = json.loads((tmp_path / "east" / STATE_NAME).read_text())
+    assert "transactionTime" not in state  # the next run asks for the same `_since`
+    assert state["pending"]["status_url"].startswith(timed_server.base_url)
+
+    timed_server.faults.truncate = 0
+    landed = land_export(make_client(timed_server), site(), tmp_path)
+
+    assert timed_server.kickoffs == 1  # the pending export was resumed
+    assert completed_exports(tmp_path / "east") == [landed]
 
 
 def test_truncated_download_is_retried_and_lands(timed_server, make_client, tmp_path: Path):
