@@ -37,8 +37,8 @@ browser: ## headless Chromium for the report's browser tests (apt-get, when run 
 	    apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "make: chromium is not installed; the browser tests will be skipped"
 
-unit: setup browser ## the test suite
-	$(VENV)/bin/pytest
+unit: setup browser ## the test suite (two workers: see tests/conftest.py)
+	$(VENV)/bin/pytest -n 2 --dist loadfile
 
 test: lint types unit ## lint, types and tests: what CI runs
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
 SHIFT_COLUMN = "date_shift_days"
+SHIFTED_BIRTH = "_shifted_birth"
 # Tables whose dates belong to no person: releases, care sites, providers, sources.
 NOT_PERSON_TABLES = frozenset(
     {"cdm_source", "metadata", "location", "care_site", "provider", "concept", "vocabulary"}
@@ -86,13 +87,15 @@ def _shift_birth(person: DataFrame) -> DataFrame:
     from pyspark.sql import functions as F
 
     full = F.make_date(*[F.col(c) for c in BIRTH_PARTS])
-    complete = full.isNotNull()
-    birth = F.date_add(full, F.col(SHIFT_COLUMN))
+    # Computed once, before any part is rewritten: deriving the month from a rewritten
+    # year (or the day from a rewritten month) would shift twice across a month boundary.
+    person = person.withColumn(SHIFTED_BIRTH, F.date_add(full, F.col(SHIFT_COLUMN)))
+    complete = F.col(SHIFTED_BIRTH).isNotNull()
     parts = {"year_of_birth": F.year, "month_of_birth": F.month, "day_of_birth": F.dayofmonth}
     for name, part in parts.items():
         old = person.schema[name].dataType
         person = person.withColumn(
-            name, F.when(complete, part(birth).cast(old)).otherwise(F.col(name))
+            name, F.when(complete, part(SHIFTED_BIRTH).cast(old)).otherwise(F.col(name))
         )
     if "birth_datetime" in person.columns:
         moved = F.timestamp_add("DAY", F.col(SHIFT_COLUMN), F.col("birth_datetime"))

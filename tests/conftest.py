@@ -1,10 +1,19 @@
-"""One SparkSession for the whole test session: a JVM start costs seconds."""
+"""One SparkSession per test process: a JVM start costs seconds.
+
+`make test` runs the suite on two pytest-xdist workers (two processes, two JVMs, files
+dealt out whole with `--dist loadfile`, so module fixtures run once): a pipeline run keeps
+Python busy about half the time and the JVM the other half, so two workers overlap them.
+`sample_runs` is built once per test session even across workers (a file lock in the
+session's shared temporary folder; the other worker waits and reads the result).
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,3 +42,79 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not beside this checkout")
     return SHARED_DATA
+
+
+@dataclass
+class SampleRuns:
+    """The shipped sample with three broken lines added, run twice on one warehouse."""
+
+    config: Any  # omopflow.config.RunConfig
+    first: Any  # omopflow.pipeline.RunResult
+    first_tables: dict[str, dict[str, bytes]]  # table -> part file -> bytes, of the first run
+    second: Any
+
+
+BROKEN_LINES = ['{"resourceType": "Patient", "id": ', "[]", '{"resourceType": "Patient"}']
+
+
+def table_bytes(release: Path, table: str) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((release / table).glob("*.parquet"))}
+
+
+@pytest.fixture(scope="session")
+def sample_runs(spark, tmp_path_factory, worker_id) -> SampleRuns:
+    """The demo's warehouse, shared by the end-to-end, CLI and query-docs tests: a pipeline
+    run is the most expensive thing the suite does. Same key and site as `omopflow demo`,
+    so the numbers docs/querying.md shows are the ones this warehouse gives."""
+    import fcntl
+    import pickle
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base if worker_id == "master" else base.parent  # xdist: one folder per session
+    with open(shared / "sample-runs.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = shared / "sample-runs.pickle"
+        if done.is_file():
+            runs: SampleRuns = pickle.loads(done.read_bytes())
+            return runs
+        runs = _run_sample_twice(spark, shared / "sample-runs")
+        done.write_bytes(pickle.dumps(runs))
+        return runs
+
+
+def _run_sample_twice(spark: Any, root: Path) -> SampleRuns:
+    import shutil
+
+    from omopflow import pipeline
+    from omopflow.cli import DEMO_SITE, SAMPLE_INPUT, SAMPLE_VOCAB
+    from omopflow.config import RunConfig
+    from omopflow.pseudonym import DEMO_KEY
+    from tests.fhir_fixtures import write_ndjson
+
+    data = root / "input"
+    shutil.copytree(SAMPLE_INPUT, data)
+    write_ndjson(data / "broken" / "Patient.ndjson", BROKEN_LINES)
+    config = RunConfig(data, (SAMPLE_VOCAB,), root / "out", DEMO_SITE)
+    first = pipeline.run(spark, config, DEMO_KEY)
+    first_tables = {t: table_bytes(first.release, t) for t in first.rows}
+    second = pipeline.run(spark, config, DEMO_KEY)
+    return SampleRuns(config, first, first_tables, second)
+
+
+# The files that run whole pipelines, slowest first: xdist deals files out in collection
+# order, so starting these early keeps both workers busy to the end.
+SLOW_FIRST = (
+    "tests/reliability/test_faults.py",
+    "tests/dags/test_dag_runs.py",
+    "tests/test_end_to_end.py",
+    "tests/test_querying_docs.py",
+    "tests/test_dateshift.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.path.relative_to(REPO).as_posix()
+        return SLOW_FIRST.index(path) if path in SLOW_FIRST else len(SLOW_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a file is kept

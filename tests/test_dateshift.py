@@ -6,7 +6,13 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
-from omopflow.dateshift import UnshiftableTable, shift_table, shift_tables, write_shifts
+from omopflow.dateshift import (
+    UnshiftableTable,
+    shift_frame,
+    shift_table,
+    shift_tables,
+    write_shifts,
+)
 
 KEY = b"date-shift-test-key-0123456789ab"
 MAX_DAYS = 30
@@ -97,6 +103,21 @@ def test_a_full_birth_date_moves_with_its_parts(spark, visits):
     assert _days(born, date(1980, 2, 3)) == visit_shift, "age at each visit is kept"
     assert rows[1]["birth_datetime"].date() == born
     assert (rows[2]["year_of_birth"], rows[2]["month_of_birth"]) == (1975, None)
+
+
+def test_a_birth_shifted_across_a_month_or_year_boundary_keeps_every_part(spark):
+    # First and last days of months and years: any shift but 0 crosses a boundary.
+    births = [date(1961, 3, 1), date(1962, 2, 28), date(1963, 12, 31), date(1964, 1, 1)]
+    person = spark.createDataFrame(
+        [(i, b.year, b.month, b.day) for i, b in enumerate(births, start=1)],
+        "person_id long, year_of_birth int, month_of_birth int, day_of_birth int",
+    )
+    shifts = {r["person_id"]: r["date_shift_days"] for r in shift_frame(person, KEY, 30).collect()}
+    shifted = shift_table(person, "person", KEY, 30).collect()
+    assert any(shifts.values())
+    for row in shifted:
+        born = date(row["year_of_birth"], row["month_of_birth"], row["day_of_birth"])
+        assert born - timedelta(days=shifts[row["person_id"]]) == births[row["person_id"] - 1]
 
 
 def test_tables_without_person_dates_are_unchanged(spark):

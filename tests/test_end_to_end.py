@@ -1,21 +1,16 @@
-"""End to end on the shipped sample, with broken lines mixed in, run twice."""
+"""End to end on the shipped sample, with broken lines mixed in, run twice (the session's
+`sample_runs`, shared with the query-docs tests)."""
 
 from __future__ import annotations
 
 import gzip
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from omopflow import pipeline
 from omopflow.cli import SAMPLE_INPUT, SAMPLE_VOCAB
-from omopflow.config import RunConfig
-from tests.fhir_fixtures import write_ndjson
-
-KEY = b"end-to-end-test-key-0123456789ab"
-BROKEN = ['{"resourceType": "Patient", "id": ', "[]", '{"resourceType": "Patient"}']
+from tests.conftest import table_bytes
 
 
 def _input_resources(folder: Path, resource_type: str) -> set[str]:
@@ -32,20 +27,8 @@ def _input_resources(folder: Path, resource_type: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def runs(spark, tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    data = root / "input"
-    shutil.copytree(SAMPLE_INPUT, data)
-    write_ndjson(data / "broken" / "Patient.ndjson", BROKEN)
-    config = RunConfig(data, (SAMPLE_VOCAB,), root / "out", "site-a")
-    first = pipeline.run(spark, config, KEY)
-    first_tables = {t: _table_bytes(first.release, t) for t in first.rows}
-    second = pipeline.run(spark, config, KEY)
-    return config, first, first_tables, second
-
-
-def _table_bytes(release: Path, table: str) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted((release / table).glob("*.parquet"))}
+def runs(sample_runs):
+    return sample_runs.config, sample_runs.first, sample_runs.first_tables, sample_runs.second
 
 
 def test_every_patient_becomes_a_person(runs, spark):
@@ -104,7 +87,7 @@ def test_second_run_on_the_same_input_gives_identical_tables(runs):
     _, first, first_tables, second = runs
     assert second.release != first.release
     for table in first.rows:
-        assert _table_bytes(second.release, table) == first_tables[table], table
+        assert table_bytes(second.release, table) == first_tables[table], table
 
 
 def test_previous_release_stays_readable(runs):

@@ -4,8 +4,8 @@ Each ```sql block is followed by a ```text block with the result the docs promis
 test runs every query in DuckDB (the catalog) and in Spark (the Python snippet of the docs,
 reading `current/`) and compares both with the promised result.
 
-The sample warehouse is built by the pipeline once per module; set
-OMOPFLOW_SAMPLE_WAREHOUSE to the output folder of an `omopflow demo` run to reuse it.
+The warehouse is the session's `sample_runs` (the demo's input, key and site); set
+OMOPFLOW_SAMPLE_WAREHOUSE to the output folder of an `omopflow demo` run to use that instead.
 """
 
 from __future__ import annotations
@@ -16,10 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from omopflow import pipeline, publish
-from omopflow.cli import SAMPLE_INPUT, SAMPLE_VOCAB
-from omopflow.config import RunConfig
-from omopflow.pseudonym import DEMO_KEY
+from omopflow import publish
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "querying.md"
 EXAMPLE = re.compile(r"```sql\n(?P<sql>.*?)```\s*\n+```text\n(?P<expected>.*?)```", re.S)
@@ -47,16 +44,13 @@ def _value(value: object) -> str:
 
 
 @pytest.fixture(scope="module")
-def warehouse(spark, tmp_path_factory) -> Path:
+def warehouse(sample_runs) -> Path:
     reuse = os.environ.get("OMOPFLOW_SAMPLE_WAREHOUSE")
     if reuse:
         out = Path(reuse)
         assert publish.current_release(out) is not None, f"no current release in {out}"
         return out
-    out = tmp_path_factory.mktemp("querying") / "demo"
-    result = pipeline.run(spark, RunConfig(SAMPLE_INPUT, (SAMPLE_VOCAB,), out, "demo"), DEMO_KEY)
-    assert result.release is not None
-    return out
+    return sample_runs.config.out_dir
 
 
 def test_docs_have_examples():

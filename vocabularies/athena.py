@@ -19,6 +19,7 @@ they are: the map joins drop them where they matter.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import shutil
 from collections.abc import Sequence
@@ -225,7 +226,12 @@ def load_release(
     target = Path(cache_dir) / f"release-{release_print[:16]}"
     if not (target / COMPLETE_MARKER).is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
-        write_cache(spark, folders, target)
+        # Warehouses (and test workers) may share a cache: one process loads a release,
+        # the others wait for it and then reuse it.
+        with open(target.with_name(target.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (target / COMPLETE_MARKER).is_file():
+                write_cache(spark, folders, target)
     return VocabularyRelease(
         spark=spark,
         path=target,

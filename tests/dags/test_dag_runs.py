@@ -139,10 +139,6 @@ def test_vocabulary_run_with_a_folder_that_is_no_release_fails_and_changes_nothi
     assert (world.root / "warehouse" / "current").resolve() == release
 
 
-@pytest.mark.skip(
-    reason="not yet seen passing end to end (issue 6 note): the vocabulary re-map run; "
-    "its staging blocker (empty input) is fixed but the test was never completed here"
-)
 def test_vocabulary_run_remaps_staged_data_and_reports_no_change_for_the_same_release(
     spark, world
 ) -> None:
