@@ -13,6 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from omopflow import pipeline
+from omopflow.config import RunConfig
 from omopflow.errors import UsageError
 from omopflow.leakscan import (
     ADDRESS,
@@ -232,3 +234,38 @@ def test_command_exits_7_and_writes_the_report_when_a_leak_is_found(input_dir, t
 def test_missing_release_is_a_clear_error(input_dir, tmp_path):
     with pytest.raises(UsageError, match="release folder not found"):
         scan_release(None, input_dir, tmp_path / "nope")
+
+
+# --- as a step of every run (omopflow.pipeline._leak_scan) ---------------------------------
+
+
+def _config(input_dir: Path, out: Path, leak_scan: bool = True) -> RunConfig:
+    return RunConfig(input_dir, (), out, leak_scan=leak_scan)
+
+
+def test_a_leak_in_the_build_blocks_the_run_and_is_recorded(input_dir, tmp_path):
+    person = clean_person()
+    person["gender_source_value"] = ["Quackenbush"]
+    build = write_release(tmp_path, {"person": person})
+    record: dict = {}
+    blocked = pipeline._leak_scan(_config(input_dir, tmp_path), build, KEY, record)
+    assert blocked == ["leak:name@person.gender_source_value"]
+    assert record["leak_scan"]["clean"] is False and record["leak_scan"]["findings"] == 1
+    assert "Quackenbush" not in json.dumps(record)  # the ledger names kinds, never values
+
+
+def test_a_clean_build_passes_the_run_step(input_dir, tmp_path):
+    build = write_release(tmp_path, {"person": clean_person()})
+    record: dict = {}
+    assert pipeline._leak_scan(_config(input_dir, tmp_path), build, KEY, record) == []
+    assert record["leak_scan"]["clean"] is True
+
+
+def test_the_run_step_can_be_turned_off(input_dir, tmp_path):
+    person = clean_person()
+    person["gender_source_value"] = ["Quackenbush"]
+    build = write_release(tmp_path, {"person": person})
+    record: dict = {}
+    config = _config(input_dir, tmp_path, leak_scan=False)
+    assert pipeline._leak_scan(config, build, KEY, record) == []
+    assert "skipped" in record["leak_scan"]
