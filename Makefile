@@ -7,7 +7,7 @@ export PYSPARK_PYTHON ?= $(abspath $(PY))
 export GX_ANALYTICS_ENABLED ?= false
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 
-.PHONY: help setup browser demo test lint types unit clean
+.PHONY: help setup browser demo test lint types unit drill clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -37,8 +37,11 @@ browser: ## headless Chromium for the report's browser tests (apt-get, when run 
 	    apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "make: chromium is not installed; the browser tests will be skipped"
 
-unit: setup browser ## the test suite (two workers: see tests/conftest.py)
-	$(VENV)/bin/pytest -n 2 --dist loadfile
+unit: setup browser ## the test suite (two workers: see tests/conftest.py), without the drill
+	$(VENV)/bin/pytest -n 2 --dist loadfile -m "not drill" --durations=10
+
+drill: setup ## the crash drill: a run killed at every stage, then rerun (docs/governance.md)
+	$(VENV)/bin/pytest -m drill tests/reliability/test_faults.py
 
 test: lint types unit ## lint, types and tests: what CI runs
 

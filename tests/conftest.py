@@ -104,7 +104,6 @@ def _run_sample_twice(spark: Any, root: Path) -> SampleRuns:
 # The files that run whole pipelines, slowest first: xdist deals files out in collection
 # order, so starting these early keeps both workers busy to the end.
 SLOW_FIRST = (
-    "tests/reliability/test_faults.py",
     "tests/dags/test_dag_runs.py",
     "tests/test_end_to_end.py",
     "tests/test_querying_docs.py",
