@@ -314,7 +314,7 @@ def _validate(
     """Run the validation gate on the written build; its summary goes into the ledger."""
     from expectations.gate import run_gate
 
-    tables = {table: spark.read.parquet(str(build / table)) for table in rows}
+    tables = _read_build(spark, build, rows)
     # Shifted dates may land up to `date_shift_days` after the run's day, legitimately.
     as_of = config.as_of + timedelta(days=config.date_shift_days)
     result = run_gate(
@@ -340,7 +340,7 @@ def _derive(
     """Derived tables from the event tables just written; adds their row counts to `rows`."""
     from transforms.derived.build import derive
 
-    events = {table: spark.read.parquet(str(build / table)) for table in rows}
+    events = _read_build(spark, build, rows)
     exports = [f"{config.site}/{export}" for export in staging["exports"]]
     source = config.source or default_source(config)
     derived = derive(
@@ -349,6 +349,11 @@ def _derive(
     for table, frame in derived.tables.items():
         rows[table] = publish.write_table(cdm.conform(frame, table), table, build / table)
     return derived.notes
+
+
+def _read_build(spark: SparkSession, build: Path, tables: dict[str, int]) -> dict[str, DataFrame]:
+    """The tables written so far, read back from the build (lazily: nothing is scanned)."""
+    return {table: spark.read.parquet(str(build / table)) for table in tables}
 
 
 def default_source(config: RunConfig) -> dict[str, str]:

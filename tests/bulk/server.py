@@ -32,6 +32,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import jwt
 
+from omopflow.sites import Site
+
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 RESOURCE_TYPE = re.compile(r"^[A-Z][A-Za-z]+$")
 # Not in the Patient compartment: left out of Patient- and Group-level exports.
@@ -552,3 +554,16 @@ def _parameters(body: bytes) -> dict[str, list[str]]:
         value = next((v for k, v in parameter.items() if k.startswith("value")), "")
         params.setdefault(parameter["name"], []).append(str(value))
     return params
+
+
+def sample_site(types: tuple[str, ...], site_id: str = "east") -> Site:
+    """A bulk site exporting the served group; the URL comes with each test's client."""
+    return Site(
+        id=site_id,
+        name=site_id.title(),
+        kind="bulk",
+        base_url="unused: the client carries the URL",
+        level="group",
+        group_id="sample-10",
+        types=types,
+    )

@@ -24,22 +24,14 @@ from omopflow.bulk.landing import (
 )
 from omopflow.sites import Site
 
-from .server import BulkServer
+from .server import BulkServer, sample_site
 
 FIRST_TIME = "2024-08-06T18:12:57Z"
 SECOND_TIME = "2024-08-07T09:00:00Z"
 
 
 def site(types: tuple[str, ...] = ("Patient", "AllergyIntolerance")) -> Site:
-    return Site(
-        id="east",
-        name="East General",
-        kind="bulk",
-        base_url="unused: the client carries the URL",
-        level="group",
-        group_id="sample-10",
-        types=types,
-    )
+    return sample_site(types)
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from omopflow.bulk.landing import (
 )
 from omopflow.sites import Site
 
-from .server import BulkServer, Hold
+from .server import BulkServer, Hold, sample_site
 
 REPO = Path(__file__).resolve().parents[2]
 FIRST_TIME = "2024-08-06T18:12:57Z"
@@ -55,15 +55,7 @@ with BulkClient(base_url, poll_cap_s=0.0) as client:
 
 
 def site(site_id: str = "east", types: tuple[str, ...] = TYPES) -> Site:
-    return Site(
-        id=site_id,
-        name=site_id.title(),
-        kind="bulk",
-        base_url="unused: the client carries the URL",
-        level="group",
-        group_id="sample-10",
-        types=types,
-    )
+    return sample_site(types, site_id)
 
 
 @pytest.fixture
