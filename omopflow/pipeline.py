@@ -125,7 +125,11 @@ def _run_locked(
         target=site_root / run_id,
         quarantine=config.restricted / "quarantine" / run_id,
     )
-    record["staging"] = stage(spark, discover(config.input_dir), config.site, staging_paths)
+    from transforms.registry import MAPPED_TYPES
+
+    record["staging"] = stage(
+        spark, discover(config.input_dir), config.site, staging_paths, MAPPED_TYPES
+    )
     timings["stage"] = round(time.monotonic() - started, 2)
     faults.checkpoint("staging")
 

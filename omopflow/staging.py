@@ -13,6 +13,7 @@ when an element is unknown to R4, and a later schema can re-parse it.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -312,8 +313,20 @@ class StagingPaths:
     quarantine: Path
 
 
-def stage(spark: SparkSession, discovery: Discovery, site: str, paths: StagingPaths) -> dict:
-    """Stage one site's input; returns the ledger's staging section."""
+def stage(
+    spark: SparkSession,
+    discovery: Discovery,
+    site: str,
+    paths: StagingPaths,
+    parsed_types: Collection[str] | None = None,
+) -> dict:
+    """Stage one site's input; returns the ledger's staging section.
+
+    Only `parsed_types` (default: all) are parsed with their R4 schema. Other types are
+    staged as their JSON and header alone: nothing reads their elements, and parsing them is
+    costly (Claim and ExplanationOfBenefit are over half of a Synthea export's bytes). A
+    later run that maps them re-parses every staged version from `_json`.
+    """
     from pyspark.sql import functions as F
 
     items_path = paths.work / "items"
@@ -342,10 +355,15 @@ def stage(spark: SparkSession, discovery: Discovery, site: str, paths: StagingPa
         1
     ).write.mode("overwrite").parquet(str(paths.quarantine / "items"))
     types = _types_to_stage(items_path, paths.previous)
+
     # Types are independent: submitting their Spark jobs from a few threads keeps the
     # cluster busy while the driver plans the next one (most types are small).
+    def stage_type(resource_type: str) -> None:
+        parse = parsed_types is None or resource_type in parsed_types
+        _stage_type(spark, items, resource_type, paths, parse)
+
     with interpreted(spark), ThreadPoolExecutor(max_workers=PARALLEL_TYPES) as pool:
-        list(pool.map(lambda t: _stage_type(spark, items, t, paths), types))
+        list(pool.map(stage_type, types))
     quarantine = spark.read.parquet(str(paths.quarantine / "*"))
     by_reason = {
         row["reason"]: row["n"]
@@ -379,9 +397,10 @@ def _types_to_stage(items_path: Path, previous: Path | None) -> list[str]:
 
 
 def _stage_type(
-    spark: SparkSession, items: DataFrame, resource_type: str, paths: StagingPaths
+    spark: SparkSession, items: DataFrame, resource_type: str, paths: StagingPaths, parse: bool
 ) -> None:
-    """Merge this run's items of one type into the site's staging; quarantine misfits."""
+    """Merge this run's items of one type into the site's staging; quarantine misfits
+    (when `parse`: a type staged unparsed keeps every version that passed the header)."""
     from pyspark.sql import functions as F
 
     meta = [c for c in STAGED_META if c != "_last_updated"]
@@ -394,6 +413,10 @@ def _stage_type(
         candidates = candidates.unionByName(
             spark.read.parquet(str(previous_dir)).select(*STAGED_META)
         )
+    if not parse:
+        latest = latest_versions(candidates).select(*STAGED_META)
+        latest.write.mode("overwrite").parquet(str(paths.target / resource_type))
+        return
     parsed = typed(candidates, resource_type).persist()
     try:
         good = latest_versions(parsed.where("_reason is null"))

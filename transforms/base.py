@@ -47,7 +47,11 @@ class MappingContext:
     def staged(self, resource_type: str) -> DataFrame:
         """Live staged resources of one type, all sites; read once per run."""
         from omopflow.staging import read_staged
+        from transforms.registry import MAPPED_TYPES
 
+        if resource_type not in MAPPED_TYPES:
+            # Staging parsed only MAPPED_TYPES: any other type has no FHIR columns to read.
+            raise ValueError(f"{resource_type} is read but missing from registry.MAPPED_TYPES")
         if resource_type not in self._staged:
             self._staged[resource_type] = read_staged(self.spark, self.staged_sites, resource_type)
         return self._staged[resource_type]

@@ -38,5 +38,30 @@ TABLE_MODULES: tuple[ModuleType, ...] = (
     device_exposure,
 )
 
+# The resource types the table modules read (`MappingContext.staged` refuses any other):
+# staging parses only these with their R4 schema and keeps the rest as JSON.
+MAPPED_TYPES = frozenset(
+    {
+        "AllergyIntolerance",
+        "Condition",
+        "Device",
+        "DiagnosticReport",
+        "Encounter",
+        "Immunization",
+        "Location",
+        "Medication",
+        "MedicationAdministration",
+        "MedicationDispense",
+        "MedicationRequest",
+        "MedicationStatement",
+        "Observation",
+        "Organization",
+        "Patient",
+        "Practitioner",
+        "PractitionerRole",
+        "Procedure",
+    }
+)
+
 # Staged resource types no table module reads yet: counted as excluded with this reason.
 NOT_MAPPED_REASON = "resource type not mapped to OMOP"

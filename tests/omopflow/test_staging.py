@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from omopflow.landing import discover
-from omopflow.staging import StagingPaths, read_staged, stage
+from omopflow.staging import STAGED_META, StagingPaths, read_staged, stage
 from tests.fhir_fixtures import bundle, encounter, patient, write_ndjson
 
 BROKEN_PATIENT_LINES: list[object] = [
@@ -202,3 +202,38 @@ def test_an_empty_export_stages_nothing_and_keeps_the_previous_staging(spark, tm
     assert (section["items"], section["staged"], section["quarantined"]) == (0, 0, 0)
     ids = [r["id"] for r in read_staged(spark, [run2.target], "Patient").collect()]
     assert ids == ["kept"]
+
+
+def test_a_type_outside_parsed_types_is_staged_as_its_json(spark, tmp_path):
+    """Unmapped types skip the R4 parse: their JSON is kept, a misfit is not quarantined, the
+    latest version still wins, and a later run that parses them re-reads the JSON."""
+    claims = [
+        {"resourceType": "Claim", "id": "c1", "item": "not a list of items"},
+        {"resourceType": "Claim", "id": "c2", "meta": {"lastUpdated": "2020-01-01T00:00:00Z"}},
+        {"resourceType": "Claim", "id": "c2", "meta": {"lastUpdated": "2021-01-01T00:00:00Z"}},
+    ]
+    write_ndjson(tmp_path / "in" / "Claim.ndjson", claims)
+    write_ndjson(tmp_path / "in" / "Patient.ndjson", [patient("p")])
+    run1 = StagingPaths(tmp_path / "w1", None, tmp_path / "s1", tmp_path / "q1")
+    section = stage(spark, discover(tmp_path / "in"), "s", run1, parsed_types={"Patient"})
+    assert (section["staged"], section["quarantined"]) == (4, 0)
+    staged = read_staged(spark, [run1.target], "Claim")
+    assert tuple(staged.columns) == STAGED_META
+    rows = staged.select("id", "_last_updated", "_json").orderBy("id").collect()
+    assert [r["id"] for r in rows] == ["c1", "c2"]
+    assert str(rows[1]["_last_updated"]).startswith("2021-01-01")
+    assert json.loads(rows[0]["_json"]) == claims[0]
+
+    (tmp_path / "none").mkdir()
+    run2 = StagingPaths(tmp_path / "w2", run1.target, tmp_path / "s2", tmp_path / "q2")
+    section = stage(spark, discover(tmp_path / "none"), "s", run2)
+    assert section["quarantined_by_reason"] == {"does not match the FHIR R4 schema": 1}
+    assert {r["id"] for r in read_staged(spark, [run2.target], "Claim").collect()} == {"c2"}
+
+
+def test_reading_a_type_that_staging_does_not_parse_is_refused(spark):
+    from transforms.base import MappingContext
+
+    ctx = MappingContext(spark, None, [], None, b"k")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"Claim is read but missing from registry\.MAPPED_TYPES"):
+        ctx.staged("Claim")
