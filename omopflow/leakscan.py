@@ -19,6 +19,12 @@ Short needles are dropped (under `MIN_NEEDLE_CHARS`, or digits only and under
 `MIN_NUMERIC_DIGITS`): they would match years and codes, and cannot identify anyone alone.
 The report names the kind and FHIR path of each needle found and where, never its value, so
 it may be shown and stored like any run report.
+
+The input is read by worker processes in work units of about `CHUNK_BYTES` (small files
+together, a large NDJSON file in byte ranges cut at line ends); each writes its unit's needles
+to a Parquet file, and DuckDB keeps the first kind and path seen for each text, in unit and
+sequence order, as one reader going through the files in order would. The calling process (a
+PySpark driver, in a run) never holds the needles, so its memory does not grow with the input.
 """
 
 from __future__ import annotations
@@ -27,14 +33,21 @@ import argparse
 import base64
 import contextlib
 import gzip
+import itertools
 import json
+import multiprocessing
+import os
 import re
 import sys
+import tempfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import orjson
 
 from omopflow.errors import OmopflowError, UsageError
 
@@ -62,11 +75,22 @@ DUCKDB_MEMORY = "2GB"
 INPUT_SUFFIXES = (".ndjson", ".ndjson.gz", ".json", ".json.gz")
 # Folders that belong in restricted/ and must never appear in a release or the catalog.
 RESTRICTED_NAMES = ("restricted", "crosswalk", "quarantine", "date_shift")
+# Plain NDJSON files larger than this are read in byte ranges of about this size, cut at line
+# ends: both cores share one big file, and a worker holds about this much text at a time.
+CHUNK_BYTES = 64 * 1024 * 1024
 
 _TOKEN_SPLIT = re.compile(r"[\W_]+")
 # Same rule in DuckDB (RE2): anything that is not a letter or a digit separates tokens.
 _SQL_TOKEN_SPLIT = r"[^\pL\pN]+"
 _REFERENCE = re.compile(r"^(?:.*/)?(?P<type>[A-Z][A-Za-z]+)/(?P<id>[^/?]+)(?:/_history/.*)?$")
+# A value is normalised once per unit: the ids in references repeat in every resource.
+# Longer values (narratives) seldom repeat and would only take memory.
+_MEMO_MAX_CHARS = 200
+# orjson reads an integer beyond 64 bits as a float, where json keeps an int (which a telecom
+# value shows as its digits). Such an integer has at least this many digits.
+_LONG_INTEGER_DIGITS = 19
+_DIGITS_TO_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_SCAN_BYTES = 64 * 1024  # read size when looking for a line end
 
 
 class LeakFound(OmopflowError):
@@ -129,7 +153,12 @@ class LeakReport:
 
 
 def normalise(text: str) -> str:
-    return " ".join(text.lower().split())
+    """Lower case, whitespace collapsed; a lone surrogate (a JSON escape like `\\ud800`,
+    which no UTF-8 file can hold) becomes `?`, as Java writes it."""
+    text = " ".join(text.lower().split())
+    if not text.isascii():
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 def tokens(text: str) -> list[str]:
@@ -149,7 +178,7 @@ def make_needle(value: object, kind: str, fhir_path: str) -> Needle | None:
     words = tokens(text)
     if len(text) < MIN_NEEDLE_CHARS or not words:
         return None
-    if all(w.isdigit() for w in words) and sum(map(len, words)) < MIN_NUMERIC_DIGITS:
+    if all(map(str.isdigit, words)) and sum(map(len, words)) < MIN_NUMERIC_DIGITS:
         return None
     if kind == RESOURCE_ID and text.isalpha():
         # An id that is one plain word ("referral", "example") names a specimen resource,
@@ -163,8 +192,16 @@ class _Needles:
 
     def __init__(self) -> None:
         self.by_text: dict[str, Needle] = {}
+        # (value, kind) pairs already made into a needle or refused. The same pair makes the
+        # same text whatever its path, and a text seen before keeps its first needle, so
+        # such a pair has nothing to add.
+        self._tried: set[tuple[str, str]] = set()
 
     def add(self, value: object, kind: str, fhir_path: str) -> None:
+        if not isinstance(value, str) or (value, kind) in self._tried:
+            return
+        if len(value) <= _MEMO_MAX_CHARS:
+            self._tried.add((value, kind))
         needle = make_needle(value, kind, fhir_path)
         if needle is not None:
             self.by_text.setdefault(needle.text, needle)
@@ -199,8 +236,14 @@ def _reference_needles(node: dict[str, Any], path: str, add: Callable[..., None]
         add(node.get("display"), NAME, f"{path}.display")
 
 
+# The element names `_element_needles` looks at: the walk calls it for these only.
+_NEEDLE_ELEMENTS = frozenset(
+    ("identifier", "telecom", "address", "name", "note", "text", "fullUrl", "extension")
+)
+
+
 def _element_needles(key: str, value: object, path: str, add: Callable[..., None]) -> None:
-    """Needles held by one element, by its FHIR name and shape."""
+    """Needles held by one element, by its FHIR name and shape (see `_NEEDLE_ELEMENTS`)."""
     if key == "identifier":
         for ident in _dicts(value):
             add(ident.get("value"), IDENTIFIER, f"{path}.value")
@@ -234,10 +277,15 @@ def _element_needles(key: str, value: object, path: str, add: Callable[..., None
 
 
 def resource_needles(node: object, path: str, add: Callable[..., None]) -> None:
-    """Walk a resource (or Bundle, or any element) and add every needle it holds."""
+    """Walk a resource (or Bundle, or any element) and add every needle it holds.
+
+    This runs for every element of the input: a child's path is built, and a call made, only
+    for an element that may hold a needle or for a dict or list to walk into; most elements
+    are plain strings and numbers, which hold nothing by themselves."""
     if isinstance(node, list):
         for item in node:
-            resource_needles(item, path, add)
+            if isinstance(item, (dict, list)):
+                resource_needles(item, path, add)
         return
     if not isinstance(node, dict):
         return
@@ -245,10 +293,13 @@ def resource_needles(node: object, path: str, add: Callable[..., None]) -> None:
     if isinstance(resource_type, str):
         path = resource_type
         add(node.get("id"), RESOURCE_ID, f"{path}.id")
-    _reference_needles(node, path, add)
+    if "reference" in node:
+        _reference_needles(node, path, add)
     for key, value in node.items():
-        _element_needles(key, value, f"{path}.{key}", add)
-        resource_needles(value, f"{path}.{key}", add)
+        if key in _NEEDLE_ELEMENTS:
+            _element_needles(key, value, f"{path}.{key}", add)
+        if isinstance(value, (dict, list)):
+            resource_needles(value, f"{path}.{key}", add)
 
 
 def _input_files(input_dir: Path) -> list[Path]:
@@ -259,36 +310,224 @@ def _input_files(input_dir: Path) -> list[Path]:
     )
 
 
-def _input_texts(path: Path) -> Iterator[str | None]:
-    """Each item's JSON text (a line, or the whole file); None for what cannot be read."""
+@dataclass(frozen=True)
+class _Part:
+    """A whole file, or a byte range of a plain NDJSON file that starts at a line start and
+    ends just past a newline (or at the end of the file)."""
+
+    path: Path
+    start: int = 0
+    end: int | None = None  # None: to the end of the file
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One worker's share of the input: parts next to each other in reading order."""
+
+    index: int  # its place in the reading order: files sorted, ranges in file order
+    parts: tuple[_Part, ...]
+    size: int  # bytes on disk, to hand out the largest units first
+
+
+def _line_end(file: BinaryIO, offset: int) -> int:
+    """The offset just past the first newline at or after `offset`; the file's end if none."""
+    file.seek(offset)
+    while block := file.read(_SCAN_BYTES):
+        newline = block.find(b"\n")
+        if newline >= 0:
+            return offset + newline + 1
+        offset += len(block)
+    return offset
+
+
+def _file_parts(path: Path, chunk_bytes: int) -> list[tuple[_Part, int]]:
+    """A file as parts, with their sizes: byte ranges of at least `chunk_bytes` ending at line
+    ends for a large NDJSON file. A compressed file cannot be entered in the middle, and a
+    .json file is one document: those are one part."""
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+        size = path.stat().st_size
+        if not path.name.endswith(".ndjson") or size <= chunk_bytes:
+            return [(_Part(path), size)]
+        parts = []
+        with path.open("rb") as file:
+            start = 0
+            while start < size:
+                end = min(_line_end(file, start + chunk_bytes - 1), size)
+                parts.append((_Part(path, start, end), end - start))
+                start = end
+        return parts
+    except OSError:
+        return [(_Part(path), 0)]  # the worker finds it unreadable and counts it
+
+
+def _work_units(files: Sequence[Path], chunk_bytes: int) -> list[_Unit]:
+    """The input's parts in reading order, packed into units of about `chunk_bytes`: each
+    unit costs a task and a Parquet file, and a folder of Bundles has a file per patient."""
+    units: list[_Unit] = []
+    parts: list[_Part] = []
+    size = 0
+    for part, part_size in (pair for path in files for pair in _file_parts(path, chunk_bytes)):
+        if parts and size + part_size > chunk_bytes:
+            units.append(_Unit(len(units), tuple(parts), size))
+            parts, size = [], 0
+        parts.append(part)
+        size += part_size
+    if parts:
+        units.append(_Unit(len(units), tuple(parts), size))
+    return units
+
+
+def _part_bytes(part: _Part) -> bytes | None:
+    """The part's bytes (decompressed); None when it cannot be read."""
+    try:
+        if part.path.name.endswith(".gz"):
+            return gzip.decompress(part.path.read_bytes())
+        with part.path.open("rb") as file:
+            file.seek(part.start)
+            return file.read() if part.end is None else file.read(part.end - part.start)
     except (OSError, EOFError, zlib.error):
-        yield None  # truncated or not gzip: staging quarantines it; nothing to search for
-        return
-    text = raw.decode("utf-8", errors="replace").removeprefix("\ufeff")
-    if path.name.endswith((".json", ".json.gz")):
-        yield text
-    else:
-        yield from (line for line in text.splitlines() if line.strip())
+        return None  # truncated or not gzip: staging quarantines it; nothing to search for
 
 
-def input_needles(input_dir: Path) -> tuple[list[Needle], int]:
-    """Every needle of the input folder, and how many items could not be parsed."""
+def _orjson_loads(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        # orjson refuses what json reads (NaN, lone surrogates, huge exponents): json decides,
+        # so that what is readable, and what it holds, stays as it always was.
+        return json.loads(text)
+
+
+def _part_texts(part: _Part) -> tuple[list[str], Callable[[str], Any]] | None:
+    """Each item's JSON text (a line, or the whole file) and the parser for them; None when
+    the part cannot be read."""
+    raw = _part_bytes(part)
+    if raw is None:
+        return None
+    # A run of digits anywhere is rare (a narrative's seed): the part is then parsed by json.
+    long_integer = b"0" * _LONG_INTEGER_DIGITS in raw.translate(_DIGITS_TO_ZERO)
+    loads = json.loads if long_integer else _orjson_loads
+    # A range ends just past a newline, so it decodes and splits as its share of the file would.
+    text = raw.decode("utf-8", errors="replace")
+    del raw
+    if part.start == 0:
+        text = text.removeprefix("\ufeff")
+    if part.path.name.endswith((".json", ".json.gz")):
+        return [text], loads
+    return [line for line in text.splitlines() if line.strip()], loads
+
+
+def _add_item(text: str, loads: Callable[[str], Any], needles: _Needles) -> bool:
+    """Add the needles of one item; False when it cannot be read."""
+    try:
+        item = loads(text)
+        if item is not None:
+            resource_needles(item, "", needles.add)
+    except (ValueError, RecursionError):
+        # Malformed or nested deeper than Python recurses: staging quarantines it.
+        return False
+    return item is not None
+
+
+def _part_needles(part: _Part, needles: _Needles) -> int:
+    """Add the needles of one part; how many of its items could not be read."""
+    read = _part_texts(part)
+    if read is None:
+        return 1
+    texts, loads = read
+    return sum(not _add_item(text, loads, needles) for text in texts)
+
+
+def _write_needles(path: Path, unit: int, needles: Collection[Needle]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema(
+        [(name, pa.string()) for name in ("text", "kind", "fhir_path", "token")]
+        + [("unit", pa.int32()), ("seq", pa.int64())]
+    )
+    columns = {
+        "text": [n.text for n in needles],
+        "kind": [n.kind for n in needles],
+        "fhir_path": [n.fhir_path for n in needles],
+        "token": [n.token for n in needles],
+        "unit": [unit] * len(needles),
+        "seq": range(len(needles)),
+    }
+    pq.write_table(pa.table(columns, schema=schema), path)
+
+
+def _unit_needles(unit: _Unit, folder: Path) -> tuple[Path, int]:
+    """In a worker: the unit's needles, first seen first, into a Parquet file in `folder`.
+    Only that file's path and how many items could not be read go back to the caller."""
     needles = _Needles()
-    unreadable = 0
-    for path in _input_files(input_dir):
-        for text in _input_texts(path):
-            try:
-                item = json.loads(text) if text is not None else None
-                if item is not None:
-                    resource_needles(item, "", needles.add)
-            except (ValueError, RecursionError):
-                # Malformed or nested deeper than Python recurses: staging quarantines it.
-                item = None
-            if item is None:
-                unreadable += 1
-    return sorted(needles.by_text.values(), key=lambda n: n.text), unreadable
+    unreadable = sum(_part_needles(part, needles) for part in unit.parts)
+    path = folder / f"needles-{unit.index:06d}.parquet"
+    _write_needles(path, unit.index, needles.by_text.values())
+    return path, unreadable
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Workers come from a fork server, never from a fork of this process: the caller is a
+    PySpark driver, whose JVM child and py4j threads a fork would copy mid-flight. The server
+    is a clean interpreter, started at the first scan and idle until this process ends; it
+    has loaded pyarrow, and pandas (which pyarrow loads on its first array), so that a scan
+    does not pay for them in every worker."""
+    context = multiprocessing.get_context("forkserver")
+    # "__main__" is the fork server's own default: a caller's main module is loaded once.
+    context.set_forkserver_preload(["__main__", "pyarrow.parquet", "pandas"])
+    return context
+
+
+def _extract_needles(input_dir: Path, folder: Path, chunk_bytes: int) -> tuple[list[Path], int]:
+    """One Parquet file of needles per work unit of the input, by `os.cpu_count()` worker
+    processes, and how many items could not be read."""
+    units = _work_units(_input_files(input_dir), chunk_bytes)
+    if not units:
+        return [], 0
+    # Largest first, so no worker is left with a big unit at the end; the order the needles
+    # were seen in is kept by each unit's index, not by when it was done.
+    units.sort(key=lambda unit: unit.size, reverse=True)
+    workers = min(os.cpu_count() or 1, len(units))
+    with ProcessPoolExecutor(workers, mp_context=_worker_context()) as pool:
+        done = list(pool.map(_unit_needles, units, itertools.repeat(folder)))
+    return [path for path, _ in done], sum(unreadable for _, unreadable in done)
+
+
+def _load_input_needles(
+    con: duckdb.DuckDBPyConnection, input_dir: Path, folder: Path, chunk_bytes: int
+) -> int:
+    """The input's needles into `needle_source`, one row per text: the first one in (unit,
+    sequence) order, the kind and path one reader going through the files would have kept.
+    Returns how many input items could not be read."""
+    files, unreadable = _extract_needles(input_dir, folder, chunk_bytes)
+    con.execute(
+        "CREATE TABLE needle_source (text VARCHAR, kind VARCHAR, fhir_path VARCHAR, token VARCHAR)"
+    )
+    if files:
+        sources = ", ".join(_sql_text(str(path)) for path in files)
+        con.execute(
+            "INSERT INTO needle_source SELECT text, kind, fhir_path, token "
+            f"FROM read_parquet([{sources}]) "
+            "QUALIFY row_number() OVER (PARTITION BY text ORDER BY unit, seq) = 1"
+        )
+    return unreadable
+
+
+def input_needles(input_dir: Path, *, chunk_bytes: int = CHUNK_BYTES) -> tuple[list[Needle], int]:
+    """Every needle of the input folder, by text, and how many items could not be parsed.
+
+    For tests and small inputs: the needles come back as a list in this process, which
+    `scan_release` avoids (it keeps them in DuckDB)."""
+    import duckdb
+
+    with (
+        tempfile.TemporaryDirectory(prefix="omopflow-leakscan-") as scratch,
+        duckdb.connect() as con,
+    ):
+        unreadable = _load_input_needles(con, input_dir, Path(scratch), chunk_bytes)
+        rows = con.execute("SELECT text, kind, fhir_path, token FROM needle_source").fetchall()
+    return sorted((Needle(*row) for row in rows), key=lambda n: n.text), unreadable
 
 
 def secret_needles(secrets: Iterable[bytes]) -> list[Needle]:
@@ -398,18 +637,21 @@ def _restricted_folders(release: Path) -> list[str]:
     ]
 
 
-def _match(con: duckdb.DuckDBPyConnection, needles: Sequence[Needle]) -> list[Finding]:
-    import pyarrow as pa
+def _add_secret_needles(con: duckdb.DuckDBPyConnection, secrets: Iterable[bytes]) -> None:
+    """The key's forms join the input's needles (as their own rows, even for a text the input
+    also holds: each is reported under its own kind)."""
+    rows = [(n.text, n.kind, n.fhir_path, n.token) for n in secret_needles(secrets)]
+    if rows:
+        con.executemany("INSERT INTO needle_source VALUES (?, ?, ?, ?)", rows)
 
-    table = pa.table(
-        {
-            "text": [n.text for n in needles],
-            "kind": [n.kind for n in needles],
-            "fhir_path": [n.fhir_path for n in needles],
-            "token": [n.token for n in needles],
-        }
-    )
-    con.register("needle_source", table)
+
+def _needles_by_kind(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    rows = con.execute("SELECT kind, count(*) FROM needle_source GROUP BY kind").fetchall()
+    return dict(sorted((kind, int(n)) for kind, n in rows))
+
+
+def _match(con: duckdb.DuckDBPyConnection) -> list[Finding]:
+    """Findings of the needles in `needle_source` among the published values."""
     # Tokens carry a value id, not the value: a file's text is one value of megabytes.
     con.execute(
         "CREATE TABLE vals AS SELECT row_number() OVER () AS vid, loc, "
@@ -436,11 +678,14 @@ def scan_release(
     release_dir: Path,
     catalog: Path | None = None,
     secrets: Sequence[bytes] = (),
+    *,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> LeakReport:
     """Search a release (and its catalog) for every identifier-like value of the input.
 
     `spark` is accepted so the validation gate can pass its session; the scan itself runs in
     DuckDB on the local Parquet files. `secrets` (the pseudonym key) are searched for too.
+    The input's needles are read by worker processes and held by DuckDB, not by this one.
     """
     del spark  # see the docstring
     import duckdb
@@ -449,25 +694,28 @@ def scan_release(
         raise UsageError(f"leakscan: input folder not found: {input_dir}")
     if not release_dir.is_dir():
         raise UsageError(f"leakscan: release folder not found: {release_dir}")
-    needles, unreadable = input_needles(input_dir)
-    needles += secret_needles(secrets)
-    with duckdb.connect() as con:
-        # A good neighbour on a shared machine: spill to disk rather than grow.
+    with (
+        tempfile.TemporaryDirectory(prefix="omopflow-leakscan-") as scratch,
+        duckdb.connect() as con,
+    ):
+        # A good neighbour on a shared machine: spill to disk rather than grow (into the
+        # scratch folder, which goes away with the scan).
         con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
+        con.execute(f"SET temp_directory = {_sql_text(str(Path(scratch) / 'spill'))}")
+        unreadable = _load_input_needles(con, input_dir, Path(scratch), chunk_bytes)
+        _add_secret_needles(con, secrets)
+        by_kind = _needles_by_kind(con)
         tables = _load_string_values(con, release_dir)
         files = _load_file_texts(con, release_dir)
         problems = _restricted_folders(release_dir)
         if catalog is not None and catalog.is_file():
             problems += _load_catalog(con, catalog)
             files += 1
-        findings = _match(con, needles) if needles else []
-    by_kind: dict[str, int] = {}
-    for needle in needles:
-        by_kind[needle.kind] = by_kind.get(needle.kind, 0) + 1
+        findings = _match(con) if by_kind else []
     return LeakReport(
         str(input_dir),
         str(release_dir),
-        dict(sorted(by_kind.items())),
+        by_kind,
         tables,
         files,
         unreadable,

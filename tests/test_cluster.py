@@ -26,11 +26,6 @@ from omopflow.cli import SAMPLE_INPUT, SAMPLE_VOCAB
 pytestmark = [
     pytest.mark.cluster,
     pytest.mark.slow,
-    pytest.mark.skip(
-        reason="not yet seen passing: "
-        "issue 8: its final version never ran under pytest "
-        "(the earlier one took 39 min on a loaded machine); un-skip after one full run"
-    ),
 ]
 
 MASTER = "org.apache.spark.deploy.master.Master"

@@ -18,12 +18,14 @@ from omopflow.config import RunConfig
 from omopflow.errors import UsageError
 from omopflow.leakscan import (
     ADDRESS,
+    CHUNK_BYTES,
     FREE_TEXT,
     IDENTIFIER,
     NAME,
     RESOURCE_ID,
     SECRET,
     TELECOM,
+    _work_units,
     input_needles,
     main,
     make_needle,
@@ -269,3 +271,94 @@ def test_the_run_step_can_be_turned_off(input_dir, tmp_path):
     config = _config(input_dir, tmp_path, leak_scan=False)
     assert pipeline._leak_scan(config, build, KEY, record) == []
     assert "skipped" in record["leak_scan"]
+
+
+# --- reading the input in parallel units ----------------------------------------------------
+
+
+def test_byte_ranges_of_a_file_find_what_one_unit_finds(tmp_path):
+    lines = [
+        b"\xef\xbb\xbf" + json.dumps(PATIENT).encode(),  # a BOM, at the start of the file only
+        json.dumps(ENCOUNTER).encode() + b"\r",  # a CRLF line end stays whole
+        b"{not json",
+        b"   ",
+        # Same text as Patient.name.family, later and as another kind: the name is kept.
+        json.dumps(patient("pat-second", identifier=[{"value": "QUACKENBUSH"}])).encode(),
+        json.dumps(patient("pat-third", text={"div": "<div>" + "long narrative " * 40})).encode(),
+    ]
+    path = write_ndjson(tmp_path / "input" / "Patient.ndjson", lines)
+    data = path.read_bytes()
+    assert b"\n" not in data[:64], "a cut at 64 bytes falls inside the first line"
+    whole, unreadable = input_needles(path.parent)
+    assert len(_work_units([path], CHUNK_BYTES)) == 1
+    assert unreadable == 1, "the broken line; the blank one is no item"
+    for chunk in (1, 64, len(data) // 3):
+        units = _work_units([path], chunk)
+        starts = [part.start for unit in units for part in unit.parts]
+        assert len(units) >= 2 and all(data[s - 1 : s] == b"\n" for s in starts[1:])
+        split = input_needles(path.parent, chunk_bytes=chunk)
+        assert [(n.text, n.kind, n.fhir_path) for n in split[0]] == [
+            (n.text, n.kind, n.fhir_path) for n in whole
+        ]
+        assert split[1] == unreadable
+    assert [(n.kind, n.fhir_path) for n in whole if n.text == "quackenbush"] == [
+        (NAME, "Patient.name.family")
+    ]
+
+
+def test_the_first_file_in_order_names_a_text_whatever_finishes_first(tmp_path):
+    folder = tmp_path / "input"
+    first = patient("pat-aa1234", name=[{"family": "Marwick-Ostrander"}])
+    # Longer lines (padded with text that holds no needle), so b's units are handed out
+    # before a's; but b sorts after a, so its kind and path lose.
+    padding = {"maritalStatus": {"text": "never married " * 20}}
+    later = [
+        patient(f"pat-b{i:05d}", identifier=[{"value": "Marwick-Ostrander"}], **padding)
+        for i in range(50)
+    ]
+    write_ndjson(folder / "a.ndjson", [first])
+    write_ndjson(folder / "b.ndjson", later)
+    chunk = len(json.dumps(first)) + 1
+    assert len(_work_units(sorted(folder.iterdir()), chunk)) >= 2
+    needles, _ = input_needles(folder, chunk_bytes=chunk)
+    assert [(n.kind, n.fhir_path) for n in needles if n.text == "marwick-ostrander"] == [
+        (NAME, "Patient.name.family")
+    ]
+    person = clean_person()
+    person["gender_source_value"] = ["Marwick-Ostrander"]
+    release = write_release(tmp_path, {"person": person})
+    report = scan_release(None, folder, release, chunk_bytes=chunk)
+    assert [(f.kind, f.fhir_path) for f in report.findings] == [(NAME, "Patient.name.family")]
+    assert report.needles_by_kind == {NAME: 1, RESOURCE_ID: 51}
+
+
+def test_an_integer_beyond_64_bits_is_read_as_json_reads_it(tmp_path):
+    folder = tmp_path / "input"
+    digits = "123456789012345678901234567890"
+    line = json.dumps(patient("pat-big", telecom=[{"system": "phone"}]))
+    write_ndjson(
+        folder / "Patient.ndjson", [line.replace('"phone"', f'"phone", "value": {digits}')]
+    )
+    assert (TELECOM, digits) in {(n.kind, n.text) for n in input_needles(folder)[0]}
+
+
+def test_a_lone_surrogate_in_the_input_does_not_stop_the_scan(tmp_path):
+    """`"\\ud800"` is valid JSON that no UTF-8 text can hold: the scan goes on, and the value
+    is searched for as Java would have written it."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    line = (
+        '{"resourceType": "Patient", "id": "pat-surrogate", "name": [{"family": "Zed\\ud800xyz"}]}'
+    )
+    (folder / "Patient.ndjson").write_text(line + "\n")
+    needles, unreadable = input_needles(folder)
+    assert unreadable == 0
+    assert {(n.kind, n.text) for n in needles} >= {
+        (NAME, "zed?xyz"),
+        (RESOURCE_ID, "pat-surrogate"),
+    }
+    release = tmp_path / "release" / "person"
+    release.mkdir(parents=True)
+    pq.write_table(pa.table({"person_source_value": ["zed?xyz"]}), release / "part-0.parquet")
+    report = scan_release(None, folder, tmp_path / "release")
+    assert [(f.kind, f.location) for f in report.findings] == [(NAME, "person.person_source_value")]
