@@ -12,6 +12,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from functools import cache
@@ -19,13 +20,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from expectations.checks import ERROR, LEDGER_TABLE, WARNING, Check
-from expectations.flags import Counts, build_lookups, count_failures, plan_table
+from expectations.flags import Counts, TablePlan, build_lookups, count_failures, plan_table
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 SUITES_DIR = Path(__file__).parent / "suites"
 DATA_DOCS_SITE = "omopflow"
+PARALLEL_TABLES = 4
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,10 @@ def load_suite(table: str) -> dict[str, Any]:
     return content
 
 
+def _has_suite(table: str) -> bool:
+    return (SUITES_DIR / f"{table}.json").is_file()
+
+
 def suite_checks(table: str) -> list[Check]:
     """The checks a suite file describes, rebuilt from each expectation's meta."""
     found = []
@@ -127,18 +133,24 @@ def run_gate(
         lookups.person_count = lookups.person.count()
     counts: dict[str, Counts] = {}
     evaluated: list[Check] = []
-    skipped: dict[str, str] = {}
-    for table in sorted(tables):
-        try:
-            checks = suite_checks(table)
-        except KeyError:
-            skipped[f"*.{table}"] = "not an OMOP CDM table with a suite"
-            continue
-        plan = plan_table(table, tables[table], checks, lookups)
-        _, table_counts = count_failures(table, tables[table], plan.runnable, lookups)
-        counts.update(table_counts)
-        evaluated += plan.runnable
-        skipped.update(plan.skipped)
+    skipped: dict[str, str] = {
+        f"*.{table}": "not an OMOP CDM table with a suite"
+        for table in sorted(tables)
+        if not _has_suite(table)
+    }
+    suited = [table for table in sorted(tables) if _has_suite(table)]
+
+    def table_pass(table: str) -> tuple[TablePlan, dict[str, Counts]]:
+        plan = plan_table(table, tables[table], suite_checks(table), lookups)
+        return plan, count_failures(table, tables[table], plan.runnable, lookups)[1]
+
+    # Tables are independent: a few threads let the driver plan one table's wide query while
+    # another's job runs (most tables are small, and their passes are mostly planning).
+    with ThreadPoolExecutor(max_workers=PARALLEL_TABLES) as pool:
+        for plan, table_counts in pool.map(table_pass, suited):
+            counts.update(table_counts)
+            evaluated += plan.runnable
+            skipped.update(plan.skipped)
     for check in _missing_required_tables(tables):
         counts[check.name] = Counts(failed=1, total=1)
         evaluated.append(check)

@@ -661,11 +661,17 @@ def _match(con: duckdb.DuckDBPyConnection) -> list[Finding]:
         "CREATE TABLE toks AS SELECT DISTINCT vid, "
         f"unnest(regexp_split_to_array(v, '{_SQL_TOKEN_SPLIT}')) AS token FROM vals"
     )
+    # Token hits first, as their own table: joined the other way round, a file's megabytes
+    # of text would be copied once per token of it (seen: out of memory at 1,000 patients).
+    con.execute(
+        "CREATE TABLE hits AS SELECT toks.vid, n.kind, n.fhir_path, n.text "
+        "FROM toks JOIN needle_source n USING (token)"
+    )
     rows = con.execute(
         """
-        SELECT n.kind, n.fhir_path, vals.loc, count(DISTINCT vals.vid) AS n
-        FROM toks JOIN needle_source n USING (token) JOIN vals USING (vid)
-        WHERE contains(vals.v, n.text)
+        SELECT hits.kind, hits.fhir_path, vals.loc, count(DISTINCT vals.vid) AS n
+        FROM hits JOIN vals USING (vid)
+        WHERE contains(vals.v, hits.text)
         GROUP BY ALL ORDER BY ALL
         """
     ).fetchall()
@@ -696,12 +702,15 @@ def scan_release(
         raise UsageError(f"leakscan: release folder not found: {release_dir}")
     with (
         tempfile.TemporaryDirectory(prefix="omopflow-leakscan-") as scratch,
-        duckdb.connect() as con,
+        # A database file, not an in-memory one: its tables (millions of needles, tokens and
+        # values at scale) can then leave memory, and the scan stays within DUCKDB_MEMORY.
+        duckdb.connect(str(Path(scratch) / "scan.duckdb")) as con,
     ):
         # A good neighbour on a shared machine: spill to disk rather than grow (into the
         # scratch folder, which goes away with the scan).
         con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
         con.execute(f"SET temp_directory = {_sql_text(str(Path(scratch) / 'spill'))}")
+        con.execute("SET preserve_insertion_order = false")
         unreadable = _load_input_needles(con, input_dir, Path(scratch), chunk_bytes)
         _add_secret_needles(con, secrets)
         by_kind = _needles_by_kind(con)

@@ -15,6 +15,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from transforms.base import TableOutput
 
 Progress = Callable[[str], None]
+PARALLEL_WRITES = 4  # table writes submitted at once (see _run_locked)
 
 
 @dataclass
@@ -146,8 +148,8 @@ def _run_locked(
     ids = IdAllocator.open(spark, crosswalk_root / crosswalk_now if crosswalk_now else None)
     site_dirs = _site_staging_dirs(config, run_id)
     outputs, read_types, staged, events = _map(spark, config, site_dirs, ids, key, vocab)
-    rows = {}
-    for output in outputs:
+
+    def write(output: TableOutput) -> int:
         progress(f"writing {output.table}")
         # Computed once: the write counts then writes, and the ledger reads the provenance
         # columns again; without this each would re-run the table's whole transform.
@@ -155,7 +157,12 @@ def _run_locked(
         table = cdm.conform(output.rows, output.table)
         if config.date_shift_days:
             table = shift_table(table, output.table, key, config.date_shift_days)
-        rows[output.table] = publish.write_table(table, output.table, build / output.table)
+        return publish.write_table(table, output.table, build / output.table)
+
+    # Every id was assigned while the tables were built, so the writes are independent: a
+    # few threads keep the cores busy while the driver plans the next table (most are small).
+    with ThreadPoolExecutor(max_workers=PARALLEL_WRITES) as pool:
+        rows = dict(zip([o.table for o in outputs], pool.map(write, outputs), strict=True))
     from transforms.registry import NOT_MAPPED_REASON
 
     record["mapping"] = ledger.mapping_section(staged, read_types, outputs, NOT_MAPPED_REASON)
