@@ -80,15 +80,15 @@ class GateResult:
 @cache
 def load_suite(table: str) -> dict[str, Any]:
     """The generated suite of a table (see `expectations.generate`)."""
-    path = SUITES_DIR / f"{table}.json"
+    path = _suite_path(table)
     if not path.is_file():
         raise KeyError(f"no expectation suite for table {table!r} ({path})")
     content: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return content
 
 
-def _has_suite(table: str) -> bool:
-    return (SUITES_DIR / f"{table}.json").is_file()
+def _suite_path(table: str) -> Path:
+    return SUITES_DIR / f"{table}.json"
 
 
 def suite_checks(table: str) -> list[Check]:
@@ -133,12 +133,12 @@ def run_gate(
         lookups.person_count = lookups.person.count()
     counts: dict[str, Counts] = {}
     evaluated: list[Check] = []
+    suited = [table for table in sorted(tables) if _suite_path(table).is_file()]
     skipped: dict[str, str] = {
         f"*.{table}": "not an OMOP CDM table with a suite"
         for table in sorted(tables)
-        if not _has_suite(table)
+        if table not in suited
     }
-    suited = [table for table in sorted(tables) if _has_suite(table)]
 
     def table_pass(table: str) -> tuple[TablePlan, dict[str, Counts]]:
         plan = plan_table(table, tables[table], suite_checks(table), lookups)

@@ -146,8 +146,10 @@ def _run_locked(
     ids = IdAllocator.open(spark, crosswalk_root / crosswalk_now if crosswalk_now else None)
     site_dirs = _site_staging_dirs(config, run_id)
     outputs, read_types, staged, events = _map(spark, config, site_dirs, ids, key, vocab)
-
-    def write(output: TableOutput) -> int:
+    rows = {}
+    # One table at a time: written from four threads, they took no less time at 1,000
+    # patients and ran the 4 GB driver heap out of memory at 10,000 (docs/performance.md).
+    for output in outputs:
         progress(f"writing {output.table}")
         # Computed once: the write counts then writes, and the ledger reads the provenance
         # columns again; without this each would re-run the table's whole transform.
@@ -155,11 +157,7 @@ def _run_locked(
         table = cdm.conform(output.rows, output.table)
         if config.date_shift_days:
             table = shift_table(table, output.table, key, config.date_shift_days)
-        return publish.write_table(table, output.table, build / output.table)
-
-    # One table at a time: written from four threads, they took no less time at 1,000
-    # patients and ran the 4 GB driver heap out of memory at 10,000 (docs/performance.md).
-    rows = {output.table: write(output) for output in outputs}
+        rows[output.table] = publish.write_table(table, output.table, build / output.table)
     from transforms.registry import NOT_MAPPED_REASON
 
     record["mapping"] = ledger.mapping_section(staged, read_types, outputs, NOT_MAPPED_REASON)

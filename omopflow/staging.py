@@ -356,12 +356,12 @@ def stage(
     ).write.mode("overwrite").parquet(str(paths.quarantine / "items"))
     types = _types_to_stage(items_path, paths.previous)
 
-    # Types are independent: submitting their Spark jobs from a few threads keeps the
-    # cluster busy while the driver plans the next one (most types are small).
     def stage_type(resource_type: str) -> None:
         parse = parsed_types is None or resource_type in parsed_types
         _stage_type(spark, items, resource_type, paths, parse)
 
+    # Types are independent: submitting their Spark jobs from a few threads keeps the
+    # cluster busy while the driver plans the next one (most types are small).
     with interpreted(spark), ThreadPoolExecutor(max_workers=PARALLEL_TYPES) as pool:
         list(pool.map(stage_type, types))
     quarantine = spark.read.parquet(str(paths.quarantine / "*"))
