@@ -71,7 +71,10 @@ MIN_PHONE_DIGITS = 7
 MAX_NEEDLE_CHARS = 1000
 PERSON_TYPES = ("Patient", "Practitioner", "RelatedPerson", "Person")
 MAIDEN_NAME_EXTENSION = "patient-mothersMaidenName"
-DUCKDB_MEMORY = "2GB"
+# DuckDB runs in the pipeline's driver process: a small, fixed budget (it spills to the
+# scratch folder beyond it) keeps the driver's memory flat as releases grow. Measured at
+# 10,000 patients: 2GB -> 1,024 MB peak, 73 s; 256MB -> 416 MB, 84 s.
+DUCKDB_MEMORY = "256MB"
 INPUT_SUFFIXES = (".ndjson", ".ndjson.gz", ".json", ".json.gz")
 # Folders that belong in restricted/ and must never appear in a release or the catalog.
 RESTRICTED_NAMES = ("restricted", "crosswalk", "quarantine", "date_shift")

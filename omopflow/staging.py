@@ -2,9 +2,10 @@
 
 An *item* is an NDJSON line, a JSON file holding one resource, or one entry of a Bundle
 (Bundles are expanded one level; `urn:uuid:` references between entries are rewritten to
-`Type/id`). Items are validated on a small header (resourceType, id, meta.lastUpdated),
-written once, partitioned by resource type, then parsed with the explicit R4 schema of their
-type and merged into the site's staging: the latest version of each (site, type, id) wins,
+`Type/id`). Items are validated on a small header (resourceType, id, meta.lastUpdated) and
+written once, partitioned by resource type; written Bundles are then replaced by their
+entries. Each type is parsed with its explicit R4 schema and merged into the site's staging:
+the latest version of each (site, type, id) wins,
 by `meta.lastUpdated`, and Bundle `DELETE` entries leave tombstones that hide the resource.
 
 Staged tables keep the original JSON (`_json`), so nothing the hospital sent is lost even
@@ -13,6 +14,7 @@ when an element is unknown to R4, and a later schema can re-parse it.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,8 +34,10 @@ LINEAGE = ("_site", "_export", "_file", "_line", "_entry")
 STAGED_META = (*LINEAGE, "_resource_type", "id", "_last_updated", "_deleted", "_json")
 QUARANTINE_COLUMNS = (*LINEAGE, "reason", "detail", "raw")
 QUARANTINE_BUCKET = "_quarantine"
+BUNDLE_BUCKET = "Bundle"  # valid Bundles, until their entries replace them
 SCHEMA_FAILURE = "does not match the FHIR R4 schema"
 REPLACEMENT_CHAR = "\ufffd"  # what the UTF-8 decoder leaves where bytes were invalid
+BYTE_ORDER_MARK = "\ufeff"
 
 HEADER_SCHEMA = "resourceType string, id string, meta struct<lastUpdated:string>, _corrupt string"
 BUNDLE_SCHEMA = (
@@ -96,8 +100,15 @@ def validate(records: DataFrame, site: str) -> DataFrame:
     """Header-parse raw records; add `_reason` (null when fine) and the header fields."""
     from pyspark.sql import functions as F
 
-    # A byte-order mark is legal at the start of a UTF-8 file and not part of the JSON.
-    value = F.regexp_replace("value", "^\ufeff", "")
+    # Spark reads text as raw bytes: invalid UTF-8 is replaced here (and so found by the
+    # reason rules), only on the lines that have it. A byte-order mark is legal at the start
+    # of a UTF-8 file and not part of the JSON. (Byte tests, not a regular expression: that
+    # would decode every line.)
+    text = F.col("value")
+    text = F.when(F.is_valid_utf8(text), text).otherwise(F.make_valid_utf8(text))
+    value = F.when(text.startswith(BYTE_ORDER_MARK), F.substring(text, 2, 2**31 - 1)).otherwise(
+        text
+    )
     items = records.withColumn("value", value).withColumn("_h", _header(F.col("value")))
     return items.select(
         F.lit(site).alias("_site"),
@@ -114,17 +125,23 @@ def validate(records: DataFrame, site: str) -> DataFrame:
     )
 
 
-def expand_bundles(items: DataFrame) -> DataFrame:
-    """Replace each valid Bundle by its entries (one level), with references resolved."""
+def is_valid_bundle() -> Column:
     from pyspark.sql import functions as F
 
-    is_bundle = (F.col("_resource_type") == "Bundle") & F.col("_reason").isNull()
-    bundles = items.where(is_bundle).withColumn("_b", F.from_json("_json", BUNDLE_SCHEMA, CORRUPT))
+    return (F.col("_resource_type") == "Bundle") & F.col("_reason").isNull()
+
+
+def expand_bundles(bundles: DataFrame) -> DataFrame:
+    """The items inside valid Bundles (one level), with references resolved; a Bundle
+    without entries becomes a quarantined item itself."""
+    from pyspark.sql import functions as F
+
+    bundles = bundles.withColumn("_b", F.from_json("_json", BUNDLE_SCHEMA, CORRUPT))
     empty = bundles.where(F.coalesce(F.size("_b.entry"), F.lit(0)) <= 0).withColumn(
         "_reason", F.lit("Bundle without entries")
     )
     entries = bundles.select(
-        *[c for c in items.columns if c not in ("_entry", "_json")],
+        *[c for c in bundles.columns if c not in ("_entry", "_json", "_b")],
         F.coalesce("_b.meta.lastUpdated", "_b.timestamp").alias("_bundle_time"),
         F.posexplode("_b.entry").alias("_pos", "_e"),
     )
@@ -141,7 +158,14 @@ def expand_bundles(items: DataFrame) -> DataFrame:
         "_bundle_time",
     )
     entries = _resolve_urn_references(entries)
-    return items.where(~is_bundle).unionByName(empty.drop("_b")).unionByName(_entry_items(entries))
+    return empty.drop("_b").unionByName(_entry_items(entries))
+
+
+def with_bundles_expanded(items: DataFrame) -> DataFrame:
+    """Validated items with each valid Bundle replaced by its entries (for in-memory use:
+    `stage` expands the Bundles it has written, so the input text is parsed once)."""
+    valid = is_valid_bundle()
+    return items.where(~valid).unionByName(expand_bundles(items.where(valid)))
 
 
 def _entry_items(entries: DataFrame) -> DataFrame:
@@ -227,7 +251,7 @@ def quarantine_file_problems(spark: SparkSession, discovery: Discovery, site: st
     return spark.createDataFrame(rows, schema)
 
 
-def write_items(items: DataFrame, path: Path) -> StructType:
+def write_items(items: DataFrame, path: Path, mode: str = "overwrite") -> StructType:
     """Persist validated items once, partitioned by type, so the text is read only once.
 
     Returns the written schema: reading it back with it works even when nothing was written
@@ -239,8 +263,26 @@ def write_items(items: DataFrame, path: Path) -> StructType:
         F.lit(QUARANTINE_BUCKET)
     )
     bucketed = items.withColumn("_bucket", bucket)
-    bucketed.write.mode("overwrite").partitionBy("_bucket").parquet(str(path))
+    bucketed.write.mode(mode).partitionBy("_bucket").parquet(str(path))
     return bucketed.schema
+
+
+def write_bundle_entries(spark: SparkSession, path: Path, schema: StructType) -> None:
+    """Replace the written Bundles by their entries, added to the items beside them.
+
+    Done on the written items, not the text: expanding on the fly would parse every input
+    line again for each of the several passes that Bundle expansion makes.
+    """
+    from pyspark.sql import functions as F
+
+    folder = path / f"_bucket={BUNDLE_BUCKET}"
+    if not folder.is_dir():
+        return  # a Bulk Data export: NDJSON of resources, no Bundles
+    items = spark.read.schema(schema).parquet(str(path))
+    bundles = items.where(F.col("_bucket") == BUNDLE_BUCKET).drop("_bucket")
+    # Appended: an overwrite would replace (dynamically) the type folders written before.
+    write_items(expand_bundles(bundles), path, mode="append")
+    shutil.rmtree(folder)
 
 
 def bucket_names(path: Path) -> tuple[str, ...]:
@@ -293,6 +335,16 @@ def latest_versions(items: DataFrame) -> DataFrame:
     return items.withColumn("_rank", F.row_number().over(order)).where("_rank = 1").drop("_rank")
 
 
+def has_repeated_ids(items: DataFrame) -> bool:
+    """Whether some (site, type, id) comes more than once, so versions must be merged.
+
+    A first load of an export usually has one version per id; finding that out from the id
+    columns alone is far cheaper than the merge, which sorts whole rows (text and all).
+    """
+    repeated = items.groupBy("_site", "_resource_type", "id").count().where("count > 1")
+    return not repeated.isEmpty()
+
+
 def staged_columns(parsed: DataFrame, resource_type: str) -> list[Column]:
     from pyspark.sql import functions as F
 
@@ -331,20 +383,17 @@ def stage(
 
     items_path = paths.work / "items"
     records = read_records(spark, discovery.files)
-    schema = write_items(expand_bundles(validate(records, site)), items_path)
+    schema = write_items(validate(records, site), items_path)
+    write_bundle_entries(spark, items_path, schema)
     items = spark.read.schema(schema).parquet(str(items_path))
-    overview = items.agg(
-        F.count("*").alias("items"),
-        F.count_distinct("_file", "_line").alias("lines"),
-        F.count_distinct(F.when(F.col("_entry").isNotNull(), F.struct("_file", "_line"))).alias(
-            "bundles"
-        ),
-    ).first()
-    assert overview is not None  # an aggregate always has one row
-    arrived = {
-        row["_bucket"]: row["n"]
-        for row in items.groupBy("_bucket").agg(F.count("*").alias("n")).collect()
-    }
+    # An item without an entry number is a line of its own; the others share their Bundle's.
+    by_bucket = items.groupBy("_bucket").agg(
+        F.count("*").alias("n"), F.count(F.when(F.col("_entry").isNull(), 1)).alias("lines")
+    )
+    counted = by_bucket.collect()
+    arrived = {row["_bucket"]: row["n"] for row in counted}
+    bundles = items.where(F.col("_entry").isNotNull()).select("_file", "_line").distinct().count()
+    lines = sum(row["lines"] for row in counted) + bundles
     header_rejects = items.where("_reason is not null").select(
         *LINEAGE,
         F.col("_reason").alias("reason"),
@@ -377,11 +426,11 @@ def stage(
         "exports": sorted({f.export_id for f in discovery.files}),
         "skipped_files": list(discovery.skipped),
         "export_error_files": list(discovery.error_files),
-        "lines_read": int(overview["lines"]),
-        "bundles_expanded": int(overview["bundles"]),
-        "items": int(overview["items"]),
+        "lines_read": lines,
+        "bundles_expanded": bundles,
+        "items": sum(arrived.values()),
         "file_problems": len(discovery.problems),
-        "arrived": int(overview["items"]) + len(discovery.problems),
+        "arrived": sum(arrived.values()) + len(discovery.problems),
         "staged": header_ok - schema_failures,
         "quarantined": quarantined,
         "quarantined_by_reason": dict(sorted(by_reason.items())),
@@ -413,13 +462,18 @@ def _stage_type(
         candidates = candidates.unionByName(
             spark.read.parquet(str(previous_dir)).select(*STAGED_META)
         )
+    repeats = has_repeated_ids(candidates)
     if not parse:
-        latest = latest_versions(candidates).select(*STAGED_META)
-        latest.write.mode("overwrite").parquet(str(paths.target / resource_type))
+        latest = latest_versions(candidates) if repeats else candidates
+        latest.select(*STAGED_META).write.mode("overwrite").parquet(
+            str(paths.target / resource_type)
+        )
         return
     parsed = typed(candidates, resource_type).persist()
     try:
-        good = latest_versions(parsed.where("_reason is null"))
+        good = parsed.where("_reason is null")
+        if repeats:
+            good = latest_versions(good)
         good.select(*staged_columns(good, resource_type)).write.mode("overwrite").parquet(
             str(paths.target / resource_type)
         )
@@ -477,7 +531,7 @@ def stage_in_memory(
     records = spark.createDataFrame(
         rows, "_file string, _export string, _declared_type string, _line long, value string"
     )
-    items = expand_bundles(validate(records, site)).withColumn(
+    items = with_bundles_expanded(validate(records, site)).withColumn(
         "_last_updated", F.col("_last_updated_text").cast("timestamp")
     )
     quarantined = items.where("_reason is not null").select(*LINEAGE, "_json", "_reason")

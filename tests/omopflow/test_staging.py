@@ -237,3 +237,14 @@ def test_reading_a_type_that_staging_does_not_parse_is_refused(spark):
     ctx = MappingContext(spark, None, [], None, b"k")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"Claim is read but missing from registry\.MAPPED_TYPES"):
         ctx.staged("Claim")
+
+
+def test_versions_are_merged_only_when_an_id_repeats_within_a_site_and_type(spark):
+    from omopflow.staging import has_repeated_ids
+
+    def items(*keys):
+        return spark.createDataFrame(list(keys), "_site string, _resource_type string, id string")
+
+    assert not has_repeated_ids(items(("s1", "Patient", "a"), ("s2", "Patient", "a")))
+    assert not has_repeated_ids(items(("s1", "Patient", "a"), ("s1", "Encounter", "a")))
+    assert has_repeated_ids(items(("s1", "Patient", "a"), ("s1", "Patient", "a")))

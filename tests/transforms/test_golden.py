@@ -62,7 +62,7 @@ def _stage_cases(spark: Any, cases: dict[str, list[dict[str, Any]]]) -> dict[str
         rows, "_file string, _export string, _declared_type string, _line long, value string"
     )
     items = staging.validate(records, "golden").withColumn("_site", F.col("_export"))
-    items = staging.expand_bundles(items).withColumn(
+    items = staging.with_bundles_expanded(items).withColumn(
         "_last_updated", F.col("_last_updated_text").cast("timestamp")
     )
     bad = items.where("_reason is not null").select("_file", "_reason").collect()
