@@ -5,8 +5,8 @@ An *item* is an NDJSON line, a JSON file holding one resource, or one entry of a
 `Type/id`). Items are validated on a small header (resourceType, id, meta.lastUpdated) and
 written once, partitioned by resource type; written Bundles are then replaced by their
 entries. Each type is parsed with its explicit R4 schema and merged into the site's staging:
-the latest version of each (site, type, id) wins,
-by `meta.lastUpdated`, and Bundle `DELETE` entries leave tombstones that hide the resource.
+the latest version of each (site, type, id) wins, by `meta.lastUpdated`, and Bundle
+`DELETE` entries leave tombstones that hide the resource.
 
 Staged tables keep the original JSON (`_json`), so nothing the hospital sent is lost even
 when an element is unknown to R4, and a later schema can re-parse it.
