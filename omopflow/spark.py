@@ -8,8 +8,9 @@ applied on top of whatever the cluster configured.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -47,6 +48,22 @@ SPARK_DEFAULTS: dict[str, str] = {
 }
 
 
+def settings_from_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """Settings asked for by variables: $OMOPFLOW_DRIVER_MEMORY (the driver's heap) and
+    $OMOPFLOW_EVENT_LOG (a folder for Spark's event log: `python -m benchmarks.eventlog`
+    reads it to show where a run's time goes)."""
+    settings = {}
+    if environ.get("OMOPFLOW_DRIVER_MEMORY"):
+        settings["spark.driver.memory"] = environ["OMOPFLOW_DRIVER_MEMORY"]
+    if environ.get("OMOPFLOW_EVENT_LOG"):
+        folder = Path(environ["OMOPFLOW_EVENT_LOG"]).resolve()
+        folder.mkdir(parents=True, exist_ok=True)  # Spark refuses a missing folder
+        settings["spark.eventLog.enabled"] = "true"
+        settings["spark.eventLog.dir"] = folder.as_uri()
+        settings["spark.eventLog.compress"] = "false"  # plain JSON lines: no codec to read
+    return settings
+
+
 def get_session(
     master: str | None = None,
     app_name: str = "omopflow",
@@ -55,7 +72,7 @@ def get_session(
     """Return the active session or build one from SPARK_DEFAULTS.
 
     `master` defaults to $OMOPFLOW_SPARK_MASTER, then to `local[*]`; under spark-submit the
-    master spark-submit was given is kept. $OMOPFLOW_DRIVER_MEMORY overrides the driver heap.
+    master spark-submit was given is kept. See `settings_from_environment` for the others.
     """
     from pyspark.sql import SparkSession
 
@@ -70,9 +87,7 @@ def get_session(
         builder = builder.master(master)
     elif not launched_by_spark_submit:
         builder = builder.master("local[*]")
-    settings = {**SPARK_DEFAULTS, **(extra or {})}
-    if "OMOPFLOW_DRIVER_MEMORY" in os.environ:
-        settings["spark.driver.memory"] = os.environ["OMOPFLOW_DRIVER_MEMORY"]
+    settings = {**SPARK_DEFAULTS, **(extra or {}), **settings_from_environment(os.environ)}
     for key, value in settings.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
