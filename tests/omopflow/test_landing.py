@@ -55,7 +55,10 @@ def test_a_gz_name_on_plain_text_is_a_file_problem(tmp_path):
 
 @pytest.mark.parametrize(
     ("name", "content"),
-    [("Patient.ndjson", b""), ("Patient.ndjson.gz", gzip.compress(b"")), ("b.json", b"")],
+    # mtime=0: the gzip header's clock would otherwise make each test worker collect a
+    # differently named test (pytest-xdist then refuses to run).
+    [("Patient.ndjson", b""), ("Patient.ndjson.gz", gzip.compress(b"", mtime=0)), ("b.json", b"")],
+    ids=["ndjson", "gzip", "bundle"],
 )
 def test_an_empty_file_is_a_file_problem(tmp_path, name, content):
     (tmp_path / name).write_bytes(content)
