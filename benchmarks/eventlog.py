@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 # The pipeline's stages in the order it runs them (omopflow/pipeline.py).
-STAGE_ORDER = ("stage", "vocabulary", "map", "derive", "validate", "report", "leak_scan")
+STAGE_ORDER = ("stage", "vocabulary", "map", "derive", "check", "leak_scan")
 _WRITE = re.compile(
     r"Execute InsertIntoHadoopFsRelationCommand\nInput: \[\]\nArguments: file:([^\s,]+)"
 )

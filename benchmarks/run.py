@@ -44,7 +44,9 @@ WARM_UP_PATIENTS = 5
 # The 4 GB default of omopflow/spark.py ran out of heap at 10,000 patients (docs/performance.md).
 DRIVER_MEMORY = "8g"
 # The pipeline's stages as the ledger's timings_s names them, in run order.
-STAGES = ("stage", "vocabulary", "map", "derive", "validate", "report", "leak_scan", "publish")
+STAGES = ("stage", "vocabulary", "map", "derive", "check", "leak_scan", "publish")
+# The parts of the check stage, which run side by side (the ledger's check_s).
+CHECK_PARTS = ("validate", "report", "needles")
 # Targets of issue 8 (each a ratio from one run).
 MAX_RATIO_TO_BARE_PARSE = 25.0
 MAX_TIME_GROWTH_PER_PATIENT_GROWTH = 1.1  # 10x the patients costs at most 11x the time
@@ -179,6 +181,7 @@ def summarise(
         "records_per_s": round(baseline["lines"] / run.wall_s),
         "mb_per_s": round(input_mb / run.wall_s, 2),
         "stages_s": stages,
+        "check_s": {part: run.ledger.get("check_s", {}).get(part) for part in CHECK_PARTS},
         # JVM start, imports and CLI work outside the ledger's stages.
         "outside_stages_s": round(run.wall_s - in_stages, 2),
         "memory": run.memory,
@@ -237,6 +240,7 @@ TABLE_COLUMNS = (
     "records/s",
     "MB/s",
     *(f"{stage} s" for stage in STAGES),
+    *(f"check: {part} s" for part in CHECK_PARTS),
     "outside stages s",
     "driver peak MB",
     "JVM peak MB",
@@ -257,7 +261,10 @@ def markdown(report: dict[str, Any]) -> str:
         "|" + "---:|" * len(TABLE_COLUMNS),
     ]
     for row in sorted(report["rows"], key=lambda row: row["patients"]):
-        stages = " | ".join(_seconds(row["stages_s"].get(stage)) for stage in STAGES)
+        stages = " | ".join(
+            [_seconds(row["stages_s"].get(stage)) for stage in STAGES]
+            + [_seconds(row.get("check_s", {}).get(part)) for part in CHECK_PARTS]
+        )
         lines.append(
             f"| {row['patients']:,} | {row['resources']:,} | {row['input_mb']:,.1f} "
             f"| {row['baseline']['seconds']:.2f} | {row['pipeline_s']:.1f} | {row['ratio']:.1f} "

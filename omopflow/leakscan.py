@@ -577,7 +577,7 @@ def _quote(name: str) -> str:
 
 def _load_string_values(con: duckdb.DuckDBPyConnection, release: Path) -> int:
     """Distinct values of every string column of every table into `published(loc, v)`."""
-    con.execute("CREATE TABLE published (loc VARCHAR, v VARCHAR)")
+    con.execute("CREATE OR REPLACE TABLE published (loc VARCHAR, v VARCHAR)")
     tables = _table_dirs(release)
     for table in tables:
         glob = _sql_text(str(table / "**" / "*.parquet"))
@@ -657,17 +657,17 @@ def _match(con: duckdb.DuckDBPyConnection) -> list[Finding]:
     """Findings of the needles in `needle_source` among the published values."""
     # Tokens carry a value id, not the value: a file's text is one value of megabytes.
     con.execute(
-        "CREATE TABLE vals AS SELECT row_number() OVER () AS vid, loc, "
+        "CREATE OR REPLACE TABLE vals AS SELECT row_number() OVER () AS vid, loc, "
         "trim(regexp_replace(lower(v), '\\s+', ' ', 'g')) AS v FROM published"
     )
     con.execute(
-        "CREATE TABLE toks AS SELECT DISTINCT vid, "
+        "CREATE OR REPLACE TABLE toks AS SELECT DISTINCT vid, "
         f"unnest(regexp_split_to_array(v, '{_SQL_TOKEN_SPLIT}')) AS token FROM vals"
     )
     # Token hits first, as their own table: joined the other way round, a file's megabytes
     # of text would be copied once per token of it (seen: out of memory at 1,000 patients).
     con.execute(
-        "CREATE TABLE hits AS SELECT toks.vid, n.kind, n.fhir_path, n.text "
+        "CREATE OR REPLACE TABLE hits AS SELECT toks.vid, n.kind, n.fhir_path, n.text "
         "FROM toks JOIN needle_source n USING (token)"
     )
     rows = con.execute(
@@ -679,6 +679,80 @@ def _match(con: duckdb.DuckDBPyConnection) -> list[Finding]:
         """
     ).fetchall()
     return [Finding(kind, path, loc, int(n)) for kind, path, loc, n in rows]
+
+
+class InputNeedles:
+    """The needles of an input folder (and of `secrets`) in a DuckDB database of a scratch
+    folder: `read` reads them, `search` looks for them in a release. Reading the input is
+    most of a scan's work and needs no release, so a run reads while the release is still
+    being validated and reported on (`omopflow.pipeline`). Close it, or use it in a `with`,
+    to delete the scratch folder.
+    """
+
+    def __init__(
+        self, input_dir: Path, secrets: Sequence[bytes] = (), *, chunk_bytes: int = CHUNK_BYTES
+    ) -> None:
+        import duckdb
+
+        if not input_dir.is_dir():
+            raise UsageError(f"leakscan: input folder not found: {input_dir}")
+        self.input_dir = input_dir
+        self.secrets = secrets
+        self.chunk_bytes = chunk_bytes
+        self.unreadable = 0
+        self.by_kind: dict[str, int] | None = None  # set by `read`
+        self._scratch = tempfile.TemporaryDirectory(prefix="omopflow-leakscan-")
+        scratch = Path(self._scratch.name)
+        # A database file, not an in-memory one: its tables (millions of needles, tokens and
+        # values at scale) can then leave memory, and the scan stays within DUCKDB_MEMORY.
+        self._con = duckdb.connect(str(scratch / "scan.duckdb"))
+        # A good neighbour on a shared machine: spill to disk rather than grow (into the
+        # scratch folder, which goes away with the scan).
+        self._con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
+        self._con.execute(f"SET temp_directory = {_sql_text(str(scratch / 'spill'))}")
+        self._con.execute("SET preserve_insertion_order = false")
+
+    def read(self) -> None:
+        """Read the input's needles (by worker processes) and the secrets' into the database."""
+        scratch = Path(self._scratch.name)
+        self.unreadable = _load_input_needles(self._con, self.input_dir, scratch, self.chunk_bytes)
+        _add_secret_needles(self._con, self.secrets)
+        self.by_kind = _needles_by_kind(self._con)
+
+    def search(self, release_dir: Path, catalog: Path | None = None) -> LeakReport:
+        """Every needle found in the release (and the catalog's views), by kind and place."""
+        if self.by_kind is None:
+            raise ValueError("InputNeedles.search before read")
+        if not release_dir.is_dir():
+            raise UsageError(f"leakscan: release folder not found: {release_dir}")
+        con = self._con
+        tables = _load_string_values(con, release_dir)
+        files = _load_file_texts(con, release_dir)
+        problems = _restricted_folders(release_dir)
+        if catalog is not None and catalog.is_file():
+            problems += _load_catalog(con, catalog)
+            files += 1
+        findings = _match(con) if self.by_kind else []
+        return LeakReport(
+            str(self.input_dir),
+            str(release_dir),
+            self.by_kind,
+            tables,
+            files,
+            self.unreadable,
+            findings,
+            problems,
+        )
+
+    def close(self) -> None:
+        self._con.close()  # closing twice is harmless
+        self._scratch.cleanup()
+
+    def __enter__(self) -> InputNeedles:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def scan_release(
@@ -697,43 +771,11 @@ def scan_release(
     The input's needles are read by worker processes and held by DuckDB, not by this one.
     """
     del spark  # see the docstring
-    import duckdb
-
-    if not input_dir.is_dir():
-        raise UsageError(f"leakscan: input folder not found: {input_dir}")
     if not release_dir.is_dir():
         raise UsageError(f"leakscan: release folder not found: {release_dir}")
-    with (
-        tempfile.TemporaryDirectory(prefix="omopflow-leakscan-") as scratch,
-        # A database file, not an in-memory one: its tables (millions of needles, tokens and
-        # values at scale) can then leave memory, and the scan stays within DUCKDB_MEMORY.
-        duckdb.connect(str(Path(scratch) / "scan.duckdb")) as con,
-    ):
-        # A good neighbour on a shared machine: spill to disk rather than grow (into the
-        # scratch folder, which goes away with the scan).
-        con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
-        con.execute(f"SET temp_directory = {_sql_text(str(Path(scratch) / 'spill'))}")
-        con.execute("SET preserve_insertion_order = false")
-        unreadable = _load_input_needles(con, input_dir, Path(scratch), chunk_bytes)
-        _add_secret_needles(con, secrets)
-        by_kind = _needles_by_kind(con)
-        tables = _load_string_values(con, release_dir)
-        files = _load_file_texts(con, release_dir)
-        problems = _restricted_folders(release_dir)
-        if catalog is not None and catalog.is_file():
-            problems += _load_catalog(con, catalog)
-            files += 1
-        findings = _match(con) if by_kind else []
-    return LeakReport(
-        str(input_dir),
-        str(release_dir),
-        by_kind,
-        tables,
-        files,
-        unreadable,
-        findings,
-        problems,
-    )
+    with InputNeedles(input_dir, secrets, chunk_bytes=chunk_bytes) as needles:
+        needles.read()
+        return needles.search(release_dir, catalog)
 
 
 # --- command line ------------------------------------------------------------------------

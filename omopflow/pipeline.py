@@ -15,7 +15,8 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -178,24 +179,33 @@ def _run_locked(
         ledger.write(record, ledger_path)
         raise LedgerMismatch("the ledger does not add up: " + "; ".join(problems))
 
-    progress("validating")
+    # The gate, the report and the leak scan's reading of the input need only the build, not
+    # each other: run together, Great Expectations' Python, the report's Spark jobs and the
+    # scan's worker processes share the two cores instead of waiting in turn. The report
+    # waits for the gate only to write its verdict; the scan searches the build once the
+    # report and the Data Docs are in it (docs/performance.md).
+    progress("validating, reporting and reading the input's identifiers")
     started = time.monotonic()
-    gate = _validate(spark, config, build, rows, vocab, record)
-    timings["validate"] = round(time.monotonic() - started, 2)
-
-    # The report and the dictionary go with the build whether or not it is published:
-    # a blocked build is diagnosed from them. The crosswalk version written here is only
-    # used once its pointer moves (after publishing), so writing it early is harmless.
-    progress("reporting")
-    started = time.monotonic()
-    ids.write(crosswalk_root / run_id)
-    if config.report:
-        _report(spark, config, build, record, gate, crosswalk_root / run_id, vocab)
-    timings["report"] = round(time.monotonic() - started, 2)
-    progress("scanning for identifiers")
-    started = time.monotonic()
-    leaks = _leak_scan(config, build, key, record)
-    timings["leak_scan"] = round(time.monotonic() - started, 2)
+    check = record["check_s"] = {}
+    with (
+        _input_needles(config, key) as needles,
+        ThreadPoolExecutor(2, thread_name_prefix="check") as side,
+    ):
+        reading = side.submit(_timed, needles.read) if needles else None
+        validating = side.submit(_timed, _validate, spark, config, build, rows, vocab, record)
+        ids.write(crosswalk_root / run_id)  # used only once its pointer moves (after publishing)
+        if config.report:
+            _report(spark, config, build, record, validating, crosswalk_root / run_id, vocab)
+            check["report"] = round(time.monotonic() - started, 2)
+        gate, check["validate"] = validating.result()
+        record["validation"] = _validation_section(gate)
+        timings["check"] = round(time.monotonic() - started, 2)
+        progress("scanning for identifiers")
+        started = time.monotonic()
+        if reading is not None:
+            check["needles"] = reading.result()[1]
+        leaks = _leak_scan(needles, build, record)
+        timings["leak_scan"] = round(time.monotonic() - started, 2)
     faults.checkpoint("validation")
     if not gate.passed or leaks:
         ledger.write(record, ledger_path)
@@ -235,11 +245,12 @@ def _report(
     config: RunConfig,
     build: Path,
     record: dict[str, Any],
-    gate: Any,
+    validating: Future[tuple[Any, float]],
     crosswalk: Path,
     vocab: Any,
 ) -> None:
-    """The data dictionary and the run report (report.html), written into the build."""
+    """The data dictionary and the run report (report.html), written into the build; the
+    report waits for the gate (`validating`) only when it writes the verdict."""
     from omopflow.report import write_data_dictionary, write_report
 
     write_data_dictionary(spark, build)
@@ -248,7 +259,7 @@ def _report(
         build,
         record,
         previous_release=publish.current_release(config.out_dir),
-        gate=gate.to_json(),
+        gate=lambda: validating.result()[0].to_json(),
         crosswalk=crosswalk,
         concept=vocab.release.table("concept"),
     )
@@ -270,15 +281,22 @@ def repair_pointers(config: RunConfig) -> None:
             publish.switch_pointer(root, run_id)
 
 
-def _leak_scan(config: RunConfig, build: Path, key: bytes, record: dict[str, Any]) -> list[str]:
-    """Search the candidate release for every identifier of this run's input; the names of
-    what leaked (kind and where), empty when clean. Recorded in the ledger either way."""
-    from omopflow.leakscan import scan_release
+def _input_needles(config: RunConfig, key: bytes) -> AbstractContextManager[Any]:
+    """The leak scan's needles of this run's input (and the key), not yet read; `None` in
+    the `with` when the scan is off."""
+    from omopflow.leakscan import InputNeedles
 
-    if not config.leak_scan:
+    return InputNeedles(config.input_dir, [key]) if config.leak_scan else nullcontext()
+
+
+def _leak_scan(needles: Any, build: Path, record: dict[str, Any]) -> list[str]:
+    """Search the candidate release for the input's identifiers (`needles`, read; None when
+    the scan is off); the names of what leaked (kind and where), empty when clean. Recorded
+    in the ledger either way."""
+    if needles is None:
         record["leak_scan"] = {"skipped": "leak_scan is off in the run configuration"}
         return []
-    report = scan_release(None, config.input_dir, build, None, secrets=[key])
+    report = needles.search(build)
     record["leak_scan"] = {
         "clean": report.clean,
         "needles_by_kind": report.needles_by_kind,
@@ -287,6 +305,13 @@ def _leak_scan(config: RunConfig, build: Path, key: bytes, record: dict[str, Any
     }
     leaked = [f"leak:{f.kind}@{f.location}" for f in report.findings]
     return leaked + [f"leak:{problem}" for problem in report.problems]
+
+
+def _timed(function: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    """`function(*args)` and the seconds it took (for work run beside other work)."""
+    started = time.monotonic()
+    result = function(*args)
+    return result, round(time.monotonic() - started, 2)
 
 
 def _coverage(events: DataFrame | None, report: Path) -> list[dict[str, Any]]:
@@ -317,7 +342,9 @@ def _validate(
     vocab: Any,
     record: dict[str, Any],
 ) -> Any:
-    """Run the validation gate on the written build; its summary goes into the ledger."""
+    """Run the validation gate on the written build; its full result goes beside the report
+    (the ledger's summary is `_validation_section`). Reads `record`, never changes it: the
+    report reads it at the same time."""
     from expectations.gate import run_gate
 
     tables = _read_build(spark, build, rows)
@@ -326,13 +353,16 @@ def _validate(
     result = run_gate(
         spark, tables, vocab.release.table("concept"), build / "report", ledger=record, as_of=as_of
     )
-    summary = result.to_json()
-    ledger.write(summary, build / "report" / "validation.json")
-    record["validation"] = {
-        key: summary[key] for key in ("passed", "seconds", "errors", "warnings")
-    }
-    record["validation"]["checks_run"] = len(summary["checks"])
+    ledger.write(result.to_json(), build / "report" / "validation.json")
     return result
+
+
+def _validation_section(gate: Any) -> dict[str, Any]:
+    """The ledger's summary of the gate's result."""
+    summary = gate.to_json()
+    section = {key: summary[key] for key in ("passed", "seconds", "errors", "warnings")}
+    section["checks_run"] = len(summary["checks"])
+    return section
 
 
 def _derive(

@@ -25,6 +25,7 @@ from omopflow.leakscan import (
     RESOURCE_ID,
     SECRET,
     TELECOM,
+    InputNeedles,
     _work_units,
     input_needles,
     main,
@@ -241,8 +242,13 @@ def test_missing_release_is_a_clear_error(input_dir, tmp_path):
 # --- as a step of every run (omopflow.pipeline._leak_scan) ---------------------------------
 
 
-def _config(input_dir: Path, out: Path, leak_scan: bool = True) -> RunConfig:
-    return RunConfig(input_dir, (), out, leak_scan=leak_scan)
+def _scan_step(input_dir: Path, build: Path, record: dict, leak_scan: bool = True) -> list[str]:
+    """The run's leak scan step as the pipeline runs it: needles read, then the search."""
+    config = RunConfig(input_dir, (), build.parent, leak_scan=leak_scan)
+    with pipeline._input_needles(config, KEY) as needles:
+        if needles is not None:
+            needles.read()
+        return pipeline._leak_scan(needles, build, record)
 
 
 def test_a_leak_in_the_build_blocks_the_run_and_is_recorded(input_dir, tmp_path):
@@ -250,7 +256,7 @@ def test_a_leak_in_the_build_blocks_the_run_and_is_recorded(input_dir, tmp_path)
     person["gender_source_value"] = ["Quackenbush"]
     build = write_release(tmp_path, {"person": person})
     record: dict = {}
-    blocked = pipeline._leak_scan(_config(input_dir, tmp_path), build, KEY, record)
+    blocked = _scan_step(input_dir, build, record)
     assert blocked == ["leak:name@person.gender_source_value"]
     assert record["leak_scan"]["clean"] is False and record["leak_scan"]["findings"] == 1
     assert "Quackenbush" not in json.dumps(record)  # the ledger names kinds, never values
@@ -259,8 +265,20 @@ def test_a_leak_in_the_build_blocks_the_run_and_is_recorded(input_dir, tmp_path)
 def test_a_clean_build_passes_the_run_step(input_dir, tmp_path):
     build = write_release(tmp_path, {"person": clean_person()})
     record: dict = {}
-    assert pipeline._leak_scan(_config(input_dir, tmp_path), build, KEY, record) == []
+    assert _scan_step(input_dir, build, record) == []
     assert record["leak_scan"]["clean"] is True
+
+
+def test_needles_read_before_the_release_exists_find_what_is_written_later(input_dir, tmp_path):
+    # A run reads the input's needles while the gate and the report are still writing.
+    with InputNeedles(input_dir) as needles:
+        with pytest.raises(ValueError, match="before read"):
+            needles.search(tmp_path)
+        needles.read()
+        person = clean_person()
+        person["gender_source_value"] = ["Quackenbush"]
+        report = needles.search(write_release(tmp_path, {"person": person}))
+    assert [f.location for f in report.findings] == ["person.gender_source_value"]
 
 
 def test_the_run_step_can_be_turned_off(input_dir, tmp_path):
@@ -268,8 +286,7 @@ def test_the_run_step_can_be_turned_off(input_dir, tmp_path):
     person["gender_source_value"] = ["Quackenbush"]
     build = write_release(tmp_path, {"person": person})
     record: dict = {}
-    config = _config(input_dir, tmp_path, leak_scan=False)
-    assert pipeline._leak_scan(config, build, KEY, record) == []
+    assert _scan_step(input_dir, build, record, leak_scan=False) == []
     assert "skipped" in record["leak_scan"]
 
 

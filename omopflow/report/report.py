@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,7 +47,7 @@ def write_report(
     out_dir: Path | None = None,
     previous_release: Path | None = None,
     *,
-    gate: Mapping[str, Any] | None = None,
+    gate: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None,
     crosswalk: Path | None = None,
     concept: DataFrame | None = None,
     min_cell: int = DEFAULT_MIN_CELL,
@@ -55,9 +55,10 @@ def write_report(
 ) -> Path:
     """Write `<out_dir>/report.html` (default: inside the release) and return its path.
 
-    `gate` is `GateResult.to_json()`; without it, `validation.json` in `out_dir` or the
-    release, or else the ledger's `validation` entry is used; the report says when there is
-    none.
+    `gate` is `GateResult.to_json()`, or a function returning it: it is called only once the
+    tables' sections are built, so a run can let the gate finish while they are (see
+    `omopflow.pipeline`). Without it, `validation.json` in `out_dir` or the release, or else
+    the ledger's `validation` entry is used; the report says when there is none.
     `crosswalk` is the crosswalk folder (restricted) that gives each person's site.
     `concept` is the vocabulary's CONCEPT table, for concept names; without it the release's
     own `concept` table is used if published.
@@ -67,16 +68,8 @@ def write_report(
     target = Path(out_dir or release_dir) / REPORT_FILE
     release = ch.open_release(spark, release_dir, crosswalk, concept)
     try:
-        sections = [
-            ("flow", "Ledger", ledger_section(ledger)),
-            ("mapping", "Mapping", mapping_section(release, ledger, min_cell, top)),
-            (
-                "validation",
-                "Validation",
-                validation_section(
-                    _gate(gate, [target.parent, release_dir], ledger), target.parent
-                ),
-            ),
+        mapping = mapping_section(release, ledger, min_cell, top)
+        from_tables = [
             ("persons", "Persons", persons_section(release, min_cell)),
             ("records", "Records per person", records_section(release, min_cell)),
             ("periods", "Observation periods", periods_section(release, min_cell)),
@@ -90,6 +83,16 @@ def write_report(
         ]
     finally:
         ch.close_release(release)
+    given = gate() if callable(gate) else gate
+    validation = validation_section(
+        _gate(given, [target.parent, release_dir], ledger), target.parent
+    )
+    sections = [
+        ("flow", "Ledger", ledger_section(ledger)),
+        ("mapping", "Mapping", mapping),
+        ("validation", "Validation", validation),
+        *from_tables,
+    ]
     subtitle = (
         f"{ledger.get('software', 'omopflow')} · sites: {', '.join(release.sites) or 'none'} · "
         f"counts below {min_cell} are shown as <{min_cell}"

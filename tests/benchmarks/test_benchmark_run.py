@@ -28,8 +28,15 @@ from omopflow.errors import UsageError
 BASELINE = {"lines": 20_000, "bytes": 50_000_000, "file_bytes": 50_000_000, "seconds": 2.0}
 
 
-def _run(wall_s: float, driver_mb: float = 300.0, timings: dict[str, float] | None = None):
+def _run(
+    wall_s: float,
+    driver_mb: float = 300.0,
+    timings: dict[str, float] | None = None,
+    check: dict[str, float] | None = None,
+):
     ledger = {"run_id": "r1", "timings_s": timings or {}, "rows": {"person": 10}}
+    if check is not None:
+        ledger["check_s"] = check
     memory = {"driver_mb": driver_mb, "jvm_mb": 2000.0, "workers_mb": 0.0, "total_mb": 2300.0}
     return PipelineRun(wall_s, ledger, memory)
 
@@ -49,7 +56,15 @@ def test_time_outside_the_ledgers_stages_is_what_the_stages_do_not_explain() -> 
     timings = {"stage": 10.0, "map": 15.0, "publish": 5.0, "vocabulary": 2.0}
     row = summarise(100, {}, BASELINE, _run(40.0, timings=timings))
     assert row["outside_stages_s"] == 8.0
-    assert row["stages_s"]["validate"] is None  # a stage the ledger lacks stays visible
+    assert row["stages_s"]["check"] is None  # a stage the ledger lacks stays visible
+
+
+def test_the_check_stages_parts_overlap_and_are_not_added_to_the_stages() -> None:
+    check = {"validate": 9.0, "report": 8.0, "needles": 6.0}
+    row = summarise(100, {}, BASELINE, _run(40.0, timings={"check": 10.0}, check=check))
+    assert row["check_s"] == check
+    assert row["outside_stages_s"] == 30.0
+    assert "| 9.0 | 8.0 | 6.0 |" in markdown(_report([row]))
 
 
 def test_a_stage_the_runner_does_not_know_is_kept() -> None:
