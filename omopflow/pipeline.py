@@ -183,7 +183,8 @@ def _run_locked(
     # each other: run together, Great Expectations' Python, the report's Spark jobs and the
     # scan's worker processes share the two cores instead of waiting in turn. The report
     # waits for the gate only to write its verdict; the scan searches the build once the
-    # report and the Data Docs are in it (docs/performance.md).
+    # report and the Data Docs are in it (docs/performance.md). The report and the dictionary
+    # go with the build whether or not it is published: a blocked build is diagnosed from them.
     progress("validating, reporting and reading the input's identifiers")
     started = time.monotonic()
     check = record["check_s"] = {}
