@@ -522,14 +522,10 @@ def input_needles(input_dir: Path, *, chunk_bytes: int = CHUNK_BYTES) -> tuple[l
 
     For tests and small inputs: the needles come back as a list in this process, which
     `scan_release` avoids (it keeps them in DuckDB)."""
-    import duckdb
-
-    with (
-        tempfile.TemporaryDirectory(prefix="omopflow-leakscan-") as scratch,
-        duckdb.connect() as con,
-    ):
-        unreadable = _load_input_needles(con, input_dir, Path(scratch), chunk_bytes)
-        rows = con.execute("SELECT text, kind, fhir_path, token FROM needle_source").fetchall()
+    with InputNeedles(input_dir, chunk_bytes=chunk_bytes) as needles:
+        needles.read()
+        rows = needles.rows()
+        unreadable = needles.unreadable
     return sorted((Needle(*row) for row in rows), key=lambda n: n.text), unreadable
 
 
@@ -718,6 +714,11 @@ class InputNeedles:
         self.unreadable = _load_input_needles(self._con, self.input_dir, scratch, self.chunk_bytes)
         _add_secret_needles(self._con, self.secrets)
         self.by_kind = _needles_by_kind(self._con)
+
+    def rows(self) -> list[tuple[str, str, str, str]]:
+        """The needles read, as (text, kind, fhir_path, token): for tests and small inputs."""
+        query = "SELECT text, kind, fhir_path, token FROM needle_source"
+        return [tuple(row) for row in self._con.execute(query).fetchall()]
 
     def search(self, release_dir: Path, catalog: Path | None = None) -> LeakReport:
         """Every needle found in the release (and the catalog's views), by kind and place."""
