@@ -23,6 +23,7 @@ from gate_fixtures import (
     clean_rows,
 )
 
+from expectations.flags import Counts
 from expectations.gate import CheckResult, GateResult, ledger_sums, run_gate
 
 BALANCED_LEDGER = {
@@ -232,3 +233,34 @@ def test_concept_table_without_needed_columns_is_refused(
 ) -> None:
     with pytest.raises(ValueError, match="standard_concept"):
         run_gate(spark, cdm_frames(clean_rows()), concept.drop("standard_concept"), tmp_path)
+
+
+def test_distinct_value_checks_count_values_and_persons_not_rows(
+    cdm_frames: Callable[[Rows], dict[str, Any]], concept: Any
+) -> None:
+    """Keys, source values and persons are counted once each however many rows hold them;
+    a null is no value."""
+    from expectations.flags import build_lookups, count_failures, plan_table
+    from expectations.gate import suite_checks
+
+    rows = clean_rows()
+    rows["condition_occurrence"] = [
+        condition(100),  # E11, mapped
+        condition(101, condition_concept_id=0),  # E11 again, unmapped here
+        condition(102, condition_concept_id=0, condition_source_value="X99"),
+        condition(103, condition_concept_id=0, condition_source_value="X99"),
+        condition(103, condition_concept_id=0, condition_source_value=None),  # id repeated
+    ]
+    tables = cdm_frames(rows)
+    lookups = build_lookups(concept, tables, AS_OF)
+    lookups.person_count = 2
+    table = "condition_occurrence"
+    plan = plan_table(table, tables[table], suite_checks(table), lookups)
+    total_rows, counts = count_failures(table, tables[table], plan.runnable, lookups)
+    assert total_rows == 5
+    # One row beyond the first of id 103, out of all rows.
+    assert counts[f"isPrimaryKey.{table}.condition_occurrence_id"] == Counts(1, 5)
+    # Source values E11 and X99 both have an unmapped row; there are two values.
+    assert counts[f"sourceValueCompleteness.{table}.condition_source_value"] == Counts(2, 2)
+    # Person 2 has no condition: one of the two persons.
+    assert counts[f"measurePersonCompleteness.{table}"] == Counts(1, 2)
