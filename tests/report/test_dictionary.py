@@ -17,7 +17,8 @@ def dictionary(spark, tmp_path_factory):
     write_rows(spark, release, "person", people)
     write_rows(spark, release, "concept", concept_rows())
     # a column outside the spec (a site may add one); the dictionary says so
-    spark.createDataFrame([(1, "x")], "person_id long, site_note string").write.parquet(
+    extra = [(1, "x", 0.0), (2, None, -0.0), (3, "x", None), (4, "y", float("nan"))]
+    spark.createDataFrame(extra, "person_id long, site_note string, score double").write.parquet(
         str(release / "extra_table")
     )
     (release / "report_assets").mkdir()  # a folder without Parquet is not a table
@@ -31,6 +32,15 @@ def test_null_share_and_distinct_are_exact(dictionary):
     assert rows["person", "person_source_value"].null_share == pytest.approx(0.3333)
     assert rows["person", "year_of_birth"].distinct == 2
     assert rows["person", "birth_datetime"].null_share == 1.0
+
+
+def test_distinct_values_are_counted_as_spark_groups_them(dictionary):
+    """Nulls are no value; 0.0 and -0.0 are one value, as in a GROUP BY; so is NaN."""
+    _, rows = dictionary
+    assert rows["extra_table", "site_note"].distinct == 2
+    assert rows["extra_table", "score"].distinct == 2
+    assert rows["extra_table", "score"].null_share == 0.25
+    assert rows["extra_table", "person_id"].distinct == 4
 
 
 def test_columns_carry_the_cdm_type_and_description(dictionary):
