@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import functools
 import gzip
 import itertools
 import json
@@ -220,21 +221,27 @@ def _strings(value: object) -> Iterator[str]:
     yield from (item for item in items if isinstance(item, str))
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _reference_target(reference: str) -> tuple[str | None, str, str]:
+    """The needle a reference holds (or None), its kind, and the type it points to.
+
+    Cached: the same references (a patient, an encounter) repeat in most resources."""
+    if "?" in reference:  # conditional: Practitioner?identifier=system|value
+        value = reference.rsplit("|", 1)[-1].rsplit("=", 1)[-1]
+        return value, IDENTIFIER, reference.split("?", 1)[0].rsplit("/", 1)[-1]
+    if reference.startswith("urn:uuid:"):
+        return reference.removeprefix("urn:uuid:"), RESOURCE_ID, ""
+    match = _REFERENCE.match(reference)
+    return (match["id"], RESOURCE_ID, match["type"]) if match else (None, RESOURCE_ID, "")
+
+
 def _reference_needles(node: dict[str, Any], path: str, add: Callable[..., None]) -> None:
     reference = node.get("reference")
-    if not isinstance(reference, str):
+    if type(reference) is not str:
         return
-    if "?" in reference:  # conditional: Practitioner?identifier=system|value
-        add(reference.rsplit("|", 1)[-1].rsplit("=", 1)[-1], IDENTIFIER, f"{path}.reference")
-        target_type = reference.split("?", 1)[0].rsplit("/", 1)[-1]
-    elif reference.startswith("urn:uuid:"):
-        add(reference.removeprefix("urn:uuid:"), RESOURCE_ID, f"{path}.reference")
-        target_type = ""
-    else:
-        match = _REFERENCE.match(reference)
-        target_type = match["type"] if match else ""
-        if match:
-            add(match["id"], RESOURCE_ID, f"{path}.reference")
+    value, kind, target_type = _reference_target(reference)
+    if value is not None:
+        add(value, kind, f"{path}.reference")
     if target_type in PERSON_TYPES:
         add(node.get("display"), NAME, f"{path}.display")
 
@@ -282,27 +289,39 @@ def _element_needles(key: str, value: object, path: str, add: Callable[..., None
 def resource_needles(node: object, path: str, add: Callable[..., None]) -> None:
     """Walk a resource (or Bundle, or any element) and add every needle it holds.
 
-    This runs for every element of the input: a child's path is built, and a call made, only
-    for an element that may hold a needle or for a dict or list to walk into; most elements
-    are plain strings and numbers, which hold nothing by themselves."""
-    if isinstance(node, list):
+    This runs for every element of the input, so it does as little as it can per element: a
+    child's path is built, and a call made, only for a dict or list to walk into (most
+    elements are plain strings and numbers, which hold nothing by themselves, except a
+    `fullUrl`); lists are walked in the loop of the dict that holds them."""
+    if type(node) is list:
         for item in node:
-            if isinstance(item, (dict, list)):
+            if type(item) is dict or type(item) is list:
                 resource_needles(item, path, add)
         return
-    if not isinstance(node, dict):
+    if type(node) is not dict:
         return
     resource_type = node.get("resourceType")
-    if isinstance(resource_type, str):
+    if type(resource_type) is str:
         path = resource_type
         add(node.get("id"), RESOURCE_ID, f"{path}.id")
     if "reference" in node:
         _reference_needles(node, path, add)
     for key, value in node.items():
-        if key in _NEEDLE_ELEMENTS:
+        kind = type(value)
+        if kind is dict:
+            child = f"{path}.{key}"
+            if key in _NEEDLE_ELEMENTS:
+                _element_needles(key, value, child, add)
+            resource_needles(value, child, add)
+        elif kind is list:
+            child = f"{path}.{key}"
+            if key in _NEEDLE_ELEMENTS:
+                _element_needles(key, value, child, add)
+            for item in value:
+                if type(item) is dict or type(item) is list:
+                    resource_needles(item, child, add)
+        elif key == "fullUrl":
             _element_needles(key, value, f"{path}.{key}", add)
-        if isinstance(value, (dict, list)):
-            resource_needles(value, f"{path}.{key}", add)
 
 
 def _input_files(input_dir: Path) -> list[Path]:
