@@ -335,14 +335,16 @@ def latest_versions(items: DataFrame) -> DataFrame:
     return items.withColumn("_rank", F.row_number().over(order)).where("_rank = 1").drop("_rank")
 
 
-def has_repeated_ids(items: DataFrame) -> bool:
-    """Whether some (site, type, id) comes more than once, so versions must be merged.
+def types_with_repeated_ids(keys: DataFrame) -> set[str]:
+    """Resource types where some (site, type, id) comes more than once, so versions must be
+    merged; `keys` has those three columns.
 
     A first load of an export usually has one version per id; finding that out from the id
-    columns alone is far cheaper than the merge, which sorts whole rows (text and all).
+    columns alone is far cheaper than the merge, which sorts whole rows (text and all). One
+    query answers for every type (one per type cost a few Spark jobs each).
     """
-    repeated = items.groupBy("_site", "_resource_type", "id").count().where("count > 1")
-    return not repeated.isEmpty()
+    repeated = keys.groupBy("_site", "_resource_type", "id").count().where("count > 1")
+    return {row["_resource_type"] for row in repeated.select("_resource_type").distinct().collect()}
 
 
 def staged_columns(parsed: DataFrame, resource_type: str) -> list[Column]:
@@ -404,10 +406,11 @@ def stage(
         1
     ).write.mode("overwrite").parquet(str(paths.quarantine / "items"))
     types = _types_to_stage(items_path, paths.previous)
+    repeated = types_with_repeated_ids(_version_keys(spark, items, types, paths.previous))
 
     def stage_type(resource_type: str) -> None:
         parse = parsed_types is None or resource_type in parsed_types
-        _stage_type(spark, items, resource_type, paths, parse)
+        _stage_type(spark, items, resource_type, paths, parse, resource_type in repeated)
 
     # Types are independent: submitting their Spark jobs from a few threads keeps the
     # cluster busy while the driver plans the next one (most types are small).
@@ -445,8 +448,29 @@ def _types_to_stage(items_path: Path, previous: Path | None) -> list[str]:
     return sorted(types)
 
 
+def _version_keys(
+    spark: SparkSession, items: DataFrame, types: list[str], previous: Path | None
+) -> DataFrame:
+    """(site, type, id) of every version that staging merges: this run's items of `types`
+    and the site's previous staging of them."""
+    from pyspark.sql import functions as F
+
+    key = ("_site", "_resource_type", "id")
+    keys = items.where(F.col("_bucket").isin(types)).select(*key)
+    for resource_type in types:
+        folder = previous / resource_type if previous else None
+        if folder is not None and folder.is_dir():
+            keys = keys.unionByName(spark.read.parquet(str(folder)).select(*key))
+    return keys
+
+
 def _stage_type(
-    spark: SparkSession, items: DataFrame, resource_type: str, paths: StagingPaths, parse: bool
+    spark: SparkSession,
+    items: DataFrame,
+    resource_type: str,
+    paths: StagingPaths,
+    parse: bool,
+    repeats: bool,
 ) -> None:
     """Merge this run's items of one type into the site's staging; quarantine misfits
     (when `parse`: a type staged unparsed keeps every version that passed the header)."""
@@ -462,7 +486,6 @@ def _stage_type(
         candidates = candidates.unionByName(
             spark.read.parquet(str(previous_dir)).select(*STAGED_META)
         )
-    repeats = has_repeated_ids(candidates)
     if not parse:
         latest = latest_versions(candidates) if repeats else candidates
         latest.select(*STAGED_META).write.mode("overwrite").parquet(

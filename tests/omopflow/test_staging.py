@@ -240,11 +240,16 @@ def test_reading_a_type_that_staging_does_not_parse_is_refused(spark):
 
 
 def test_versions_are_merged_only_when_an_id_repeats_within_a_site_and_type(spark):
-    from omopflow.staging import has_repeated_ids
+    from omopflow.staging import types_with_repeated_ids
 
-    def items(*keys):
-        return spark.createDataFrame(list(keys), "_site string, _resource_type string, id string")
+    def repeated(*keys):
+        keys_frame = spark.createDataFrame(
+            list(keys), "_site string, _resource_type string, id string"
+        )
+        return types_with_repeated_ids(keys_frame)
 
-    assert not has_repeated_ids(items(("s1", "Patient", "a"), ("s2", "Patient", "a")))
-    assert not has_repeated_ids(items(("s1", "Patient", "a"), ("s1", "Encounter", "a")))
-    assert has_repeated_ids(items(("s1", "Patient", "a"), ("s1", "Patient", "a")))
+    assert repeated(("s1", "Patient", "a"), ("s2", "Patient", "a")) == set()
+    assert repeated(("s1", "Patient", "a"), ("s1", "Encounter", "a")) == set()
+    assert repeated(("s1", "Patient", "a"), ("s1", "Patient", "a"), ("s1", "Encounter", "b")) == {
+        "Patient"
+    }
