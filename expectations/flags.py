@@ -1,8 +1,9 @@
-"""Count failing rows of many checks over one table in one Spark pass.
+"""Count failing rows of many checks over one table in a few Spark passes.
 
 For each table the lookups every check needs (concept, person, visit, other referenced ids)
 are joined once, each check becomes a pair of boolean columns (`fails`, `applies`), and one
-aggregation turns all pairs into counts. DQD's numerator is the failing count, its
+aggregation turns all pairs into counts; checks that count distinct values (keys, persons,
+source values) and concept-level rules each take one grouped pass more. DQD's numerator is the failing count, its
 denominator the applicable count. Only a handful of numbers per check reach the driver.
 """
 

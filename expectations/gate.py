@@ -1,6 +1,6 @@
 """The validation gate between build and publish.
 
-Spark counts the failing rows of every check in one pass per table (`expectations.flags`);
+Spark counts the failing rows of every check in a few passes per table (`expectations.flags`);
 the shares of failing rows form a one-row summary that Great Expectations validates against
 the suites in `expectations/suites/`, so GX decides pass or fail and writes the Data Docs.
 An `error` check that fails blocks publishing; a failing `warning` is only recorded.
