@@ -516,13 +516,10 @@ def _extract_needles(input_dir: Path, folder: Path, chunk_bytes: int) -> tuple[l
     return [path for path, _ in done], sum(unreadable for _, unreadable in done)
 
 
-def _load_input_needles(
-    con: duckdb.DuckDBPyConnection, input_dir: Path, folder: Path, chunk_bytes: int
-) -> int:
-    """The input's needles into `needle_source`, one row per text: the first one in (unit,
-    sequence) order, the kind and path one reader going through the files would have kept.
-    Returns how many input items could not be read."""
-    files, unreadable = _extract_needles(input_dir, folder, chunk_bytes)
+def _load_input_needles(con: duckdb.DuckDBPyConnection, files: Sequence[Path]) -> None:
+    """The needles of the workers' `files` into `needle_source`, one row per text: the first
+    one in (unit, sequence) order, the kind and path one reader going through the files in
+    order would have kept."""
     con.execute(
         "CREATE TABLE needle_source (text VARCHAR, kind VARCHAR, fhir_path VARCHAR, token VARCHAR)"
     )
@@ -533,7 +530,6 @@ def _load_input_needles(
             f"FROM read_parquet([{sources}]) "
             "QUALIFY row_number() OVER (PARTITION BY text ORDER BY unit, seq) = 1"
         )
-    return unreadable
 
 
 def input_needles(input_dir: Path, *, chunk_bytes: int = CHUNK_BYTES) -> tuple[list[Needle], int]:
@@ -715,7 +711,8 @@ class InputNeedles:
         self.secrets = secrets
         self.chunk_bytes = chunk_bytes
         self.unreadable = 0
-        self.by_kind: dict[str, int] | None = None  # set by `read`
+        self._files: list[Path] | None = None  # the workers' needle files, set by `read`
+        self.by_kind: dict[str, int] | None = None  # set once the database has the needles
         self._scratch = tempfile.TemporaryDirectory(prefix="omopflow-leakscan-")
         scratch = Path(self._scratch.name)
         # A database file, not an in-memory one: its tables (millions of needles, tokens and
@@ -728,21 +725,33 @@ class InputNeedles:
         self._con.execute("SET preserve_insertion_order = false")
 
     def read(self) -> None:
-        """Read the input's needles (by worker processes) and the secrets' into the database."""
+        """Read the input's needles, by worker processes, into Parquet files of the scratch
+        folder. The database loads them at the first search: in a run, that is once the
+        gate and the report are done, so DuckDB's memory and Great Expectations' do not add
+        up in this (the driver's) process (at 10,000 patients they did: docs/performance.md).
+        """
         scratch = Path(self._scratch.name)
-        self.unreadable = _load_input_needles(self._con, self.input_dir, scratch, self.chunk_bytes)
-        _add_secret_needles(self._con, self.secrets)
-        self.by_kind = _needles_by_kind(self._con)
+        self._files, self.unreadable = _extract_needles(self.input_dir, scratch, self.chunk_bytes)
+
+    def _load(self) -> dict[str, int]:
+        """The needles into the database (once), and their numbers by kind."""
+        if self._files is None:
+            raise ValueError("InputNeedles searched before read")
+        if self.by_kind is None:
+            _load_input_needles(self._con, self._files)
+            _add_secret_needles(self._con, self.secrets)
+            self.by_kind = _needles_by_kind(self._con)
+        return self.by_kind
 
     def rows(self) -> list[tuple[str, str, str, str]]:
         """The needles read, as (text, kind, fhir_path, token): for tests and small inputs."""
+        self._load()
         query = "SELECT text, kind, fhir_path, token FROM needle_source"
         return [tuple(row) for row in self._con.execute(query).fetchall()]
 
     def search(self, release_dir: Path, catalog: Path | None = None) -> LeakReport:
         """Every needle found in the release (and the catalog's views), by kind and place."""
-        if self.by_kind is None:
-            raise ValueError("InputNeedles.search before read")
+        by_kind = self._load()
         if not release_dir.is_dir():
             raise UsageError(f"leakscan: release folder not found: {release_dir}")
         con = self._con
@@ -752,11 +761,11 @@ class InputNeedles:
         if catalog is not None and catalog.is_file():
             problems += _load_catalog(con, catalog)
             files += 1
-        findings = _match(con) if self.by_kind else []
+        findings = _match(con) if by_kind else []
         return LeakReport(
             str(self.input_dir),
             str(release_dir),
-            self.by_kind,
+            by_kind,
             tables,
             files,
             self.unreadable,
