@@ -3,8 +3,9 @@
 For each table the lookups every check needs (concept, person, visit, other referenced ids)
 are joined once, each check becomes a pair of boolean columns (`fails`, `applies`), and one
 aggregation turns all pairs into counts; checks that count distinct values (keys, persons,
-source values) and concept-level rules each take one grouped pass more. DQD's numerator is the failing count, its
-denominator the applicable count. Only a handful of numbers per check reach the driver.
+source values) and concept-level rules each take one grouped pass more. DQD's numerator is
+the failing count, its denominator the applicable count. Only a handful of numbers per
+check reach the driver.
 """
 
 from __future__ import annotations
