@@ -1,7 +1,7 @@
 """The data dictionary of a release: every published column with its CDM description, type,
 share of nulls and number of distinct values, as `data_dictionary.csv` and `.md`.
 
-Counts come from one Spark job per table (the only values brought to the driver are
+Counts come from one Spark query per table (the only values brought to the driver are
 those summary numbers). Vocabulary tables (CONCEPT, CONCEPT_ANCESTOR, ...) are listed but
 not profiled: they are the Athena release as loaded, can hold hundreds of millions of rows,
 and their contents are documented by Athena itself.
@@ -76,7 +76,7 @@ def profile_table(spark: SparkSession, release_dir: Path, table: str) -> list[Co
 
 
 def _column_counts(df: DataFrame) -> tuple[int, dict[int, int], dict[int, int]]:
-    """Rows, and non-null and distinct values by column index, in one Spark job.
+    """Rows, and non-null and distinct values by column index, in one Spark query.
 
     Each row becomes one narrow (column, value) pair per column, grouped by pair: a
     distinct count per column in one aggregation would make Spark copy every whole row once
