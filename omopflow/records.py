@@ -27,12 +27,12 @@ def spark_path(path: str) -> str:
     return _GLOB_CHARS.sub(r"\\\1", path)
 
 
-def _input_path() -> Column:
-    """The current row's file as a plain local path (Hadoop gives a URI, percent-encoded)."""
+def _local_path(uri: Column) -> Column:
+    """A file URI as Hadoop gives it (percent-encoded) as a plain local path."""
     from pyspark.sql import functions as F
 
-    uri = F.regexp_replace(F.input_file_name(), r"\+", "%2B")
-    return F.regexp_replace(F.url_decode(uri), r"^file:/+", "/")
+    decoded = F.url_decode(F.regexp_replace(uri, r"\+", "%2B"))
+    return F.regexp_replace(decoded, r"^file:/+", "/")
 
 
 def _files_table(spark: SparkSession, files: Sequence[InputFile]) -> DataFrame:
@@ -47,22 +47,28 @@ def read_ndjson(spark: SparkSession, files: Sequence[InputFile]) -> DataFrame:
 
     paths = [spark_path(str(f.path.resolve())) for f in files]
     text = spark.read.text(paths).select(
-        _input_path().alias("_file"),
+        F.input_file_name().alias("_uri"),
         F.input_file_block_start().alias("_block"),
         F.monotonically_increasing_id().alias("_pos"),
         "value",
     )
-    splits = text.groupBy("_file", "_block").agg(
+    splits = text.groupBy("_uri", "_block").agg(
         F.count("*").alias("_n"), F.min("_pos").alias("_first")
     )
     earlier = (
-        Window.partitionBy("_file").orderBy("_block").rowsBetween(Window.unboundedPreceding, -1)
+        Window.partitionBy("_uri").orderBy("_block").rowsBetween(Window.unboundedPreceding, -1)
     )
-    splits = splits.withColumn("_before", F.coalesce(F.sum("_n").over(earlier), F.lit(0)))
-    numbered = text.join(F.broadcast(splits), ["_file", "_block"]).withColumn(
+    # The file's path and export go on the (few) splits, not on every line: the lines then
+    # take everything they need from one small broadcast join.
+    splits = splits.select(
+        "*",
+        F.coalesce(F.sum("_n").over(earlier), F.lit(0)).alias("_before"),
+        _local_path(F.col("_uri")).alias("_file"),
+    ).join(_files_table(spark, files), "_file")
+    numbered = text.join(F.broadcast(splits), ["_uri", "_block"]).withColumn(
         "_line", (F.col("_before") + F.col("_pos") - F.col("_first") + 1).cast("long")
     )
-    return numbered.join(F.broadcast(_files_table(spark, files)), "_file").select(*RECORD_COLUMNS)
+    return numbered.select(*RECORD_COLUMNS)
 
 
 def read_json_files(spark: SparkSession, files: Sequence[InputFile]) -> DataFrame:
@@ -70,7 +76,9 @@ def read_json_files(spark: SparkSession, files: Sequence[InputFile]) -> DataFram
     from pyspark.sql import functions as F
 
     paths = [spark_path(str(f.path.resolve())) for f in files]
-    text = spark.read.text(paths, wholetext=True).select(_input_path().alias("_file"), "value")
+    text = spark.read.text(paths, wholetext=True).select(
+        _local_path(F.input_file_name()).alias("_file"), "value"
+    )
     return (
         text.withColumn("_line", F.lit(1).cast("long"))
         .join(F.broadcast(_files_table(spark, files)), "_file")

@@ -36,6 +36,7 @@ QUARANTINE_COLUMNS = (*LINEAGE, "reason", "detail", "raw")
 QUARANTINE_BUCKET = "_quarantine"
 BUNDLE_BUCKET = "Bundle"  # valid Bundles, until their entries replace them
 SCHEMA_FAILURE = "does not match the FHIR R4 schema"
+EXTENSION = "extension"  # a resource's own extensions: staged as JSON text, one per extension
 REPLACEMENT_CHAR = "\ufffd"  # what the UTF-8 decoder leaves where bytes were invalid
 BYTE_ORDER_MARK = "\ufeff"
 
@@ -348,15 +349,43 @@ def types_with_repeated_ids(keys: DataFrame) -> set[str]:
 
 
 def staged_columns(parsed: DataFrame, resource_type: str) -> list[Column]:
+    """The staged table's columns from a frame with the parsed resource in `_p`."""
     from pyspark.sql import functions as F
 
-    fhir = [F.col(f"_p.`{f.name}`").alias(f.name) for f in resource_schema(resource_type).fields]
-    fhir = [
-        c
-        for c, f in zip(fhir, resource_schema(resource_type).fields, strict=True)
+    elements = []
+    for field in resource_schema(resource_type).fields:
+        element = F.col(f"_p.`{field.name}`")
+        if field.name == EXTENSION:
+            element = F.transform(element, lambda e: F.to_json(e))
+        if field.name != "id":
+            elements.append(element.alias(field.name))
+    return [F.col(c) for c in STAGED_META] + elements
+
+
+def staged_schema(resource_type: str) -> StructType:
+    """The columns of a type's staged table (`staged_columns`) and their types."""
+    from pyspark.sql import types as T
+
+    meta = T.StructType(
+        [
+            T.StructField("_site", T.StringType()),
+            T.StructField("_export", T.StringType()),
+            T.StructField("_file", T.StringType()),
+            T.StructField("_line", T.LongType()),
+            T.StructField("_entry", T.IntegerType()),
+            T.StructField("_resource_type", T.StringType()),
+            T.StructField("id", T.StringType()),
+            T.StructField("_last_updated", T.TimestampType()),
+            T.StructField("_deleted", T.BooleanType()),
+            T.StructField("_json", T.StringType()),
+        ]
+    )
+    elements = [
+        T.StructField(f.name, T.ArrayType(T.StringType())) if f.name == EXTENSION else f
+        for f in resource_schema(resource_type).fields
         if f.name != "id"
     ]
-    return [F.col(c) for c in STAGED_META] + fhir
+    return T.StructType(meta.fields + elements)
 
 
 @dataclass(frozen=True)
@@ -396,7 +425,7 @@ def stage(
     arrived = {row["_bucket"]: row["n"] for row in counted}
     bundles = items.where(F.col("_entry").isNotNull()).select("_file", "_line").distinct().count()
     lines = sum(row["lines"] for row in counted) + bundles
-    header_rejects = items.where("_reason is not null").select(
+    header_rejects = items.where(F.col("_bucket") == QUARANTINE_BUCKET).select(
         *LINEAGE,
         F.col("_reason").alias("reason"),
         F.lit(None).cast("string").alias("detail"),
@@ -492,52 +521,64 @@ def _stage_type(
             str(paths.target / resource_type)
         )
         return
-    parsed = typed(candidates, resource_type).persist()
-    try:
-        good = parsed.where("_reason is null")
-        if repeats:
-            good = latest_versions(good)
-        good.select(*staged_columns(good, resource_type)).write.mode("overwrite").parquet(
-            str(paths.target / resource_type)
-        )
-        rejected = parsed.where("_reason is not null").select(
-            *LINEAGE,
-            F.col("_reason").alias("reason"),
-            F.col("_p._corrupt").alias("detail"),
-            F.col("_json").alias("raw"),
-        )
-        rejected.coalesce(1).write.mode("overwrite").parquet(
-            str(paths.quarantine / f"schema-{resource_type}")
-        )
-    finally:
-        parsed.unpersist()
+    # Parsed once per write rather than cached: caching the wide parsed rows cost more than
+    # parsing again (docs/performance.md).
+    parsed = typed(candidates, resource_type)
+    good = parsed.where("_reason is null")
+    if repeats:
+        good = latest_versions(good)
+    good.select(*staged_columns(good, resource_type)).write.mode("overwrite").parquet(
+        str(paths.target / resource_type)
+    )
+    rejected = parsed.where("_reason is not null").select(
+        *LINEAGE,
+        F.col("_reason").alias("reason"),
+        F.col("_p._corrupt").alias("detail"),
+        F.col("_json").alias("raw"),
+    )
+    # One file, gathered after the parse (a coalesce would parse the whole type in one task).
+    rejected.repartition(1).write.mode("overwrite").parquet(
+        str(paths.quarantine / f"schema-{resource_type}")
+    )
 
 
-def read_staged(spark: SparkSession, site_dirs: list[Path], resource_type: str) -> DataFrame:
-    """Live (not deleted) staged resources of one type across sites; empty when none."""
+def read_staged(
+    spark: SparkSession, site_dirs: list[Path], resource_type: str, parsed: bool = True
+) -> DataFrame:
+    """Live (not deleted) staged resources of one type across sites; empty when none.
+
+    `parsed`: with the R4 elements as columns (`staged_schema`); a site's staging that has
+    other columns (written by another release of omopflow, or a type it did not parse) is
+    parsed again from its JSON. Otherwise only the header and the JSON (`STAGED_META`).
+    """
     from pyspark.sql import functions as F
-    from pyspark.sql import types as T
 
+    schema = staged_schema(resource_type) if parsed else None
     dirs = [d / resource_type for d in site_dirs if (d / resource_type).is_dir()]
     if not dirs:
-        meta = T.StructType(
-            [
-                T.StructField("_site", T.StringType()),
-                T.StructField("_export", T.StringType()),
-                T.StructField("_file", T.StringType()),
-                T.StructField("_line", T.LongType()),
-                T.StructField("_entry", T.IntegerType()),
-                T.StructField("_resource_type", T.StringType()),
-                T.StructField("id", T.StringType()),
-                T.StructField("_last_updated", T.TimestampType()),
-                T.StructField("_deleted", T.BooleanType()),
-                T.StructField("_json", T.StringType()),
-            ]
-        )
-        fields = [f for f in resource_schema(resource_type).fields if f.name != "id"]
-        return spark.createDataFrame([], T.StructType([*meta.fields, *fields]))
-    frame = spark.read.parquet(*[str(d) for d in dirs])
+        empty = spark.createDataFrame([], staged_schema(resource_type))
+        return empty if parsed else empty.select(*STAGED_META)
+    frames = [_site_staging(spark.read.parquet(str(d)), resource_type, schema) for d in dirs]
+    frame = frames[0]
+    for other in frames[1:]:
+        frame = frame.unionByName(other)
     return frame.where(~F.col("_deleted"))
+
+
+def _site_staging(frame: DataFrame, resource_type: str, schema: StructType | None) -> DataFrame:
+    """One site's staged table with the columns of `schema` (None: `STAGED_META`)."""
+    from pyspark.sql import functions as F
+
+    if schema is None:
+        return frame.select(*STAGED_META)
+    found = {f.name: f.dataType.simpleString() for f in frame.schema.fields}
+    wanted = {f.name: f.dataType.simpleString() for f in schema.fields}
+    if found != wanted:
+        reparsed = frame.select(*STAGED_META).withColumn(
+            "_p", F.from_json("_json", resource_schema(resource_type))
+        )
+        frame = reparsed.select(*staged_columns(reparsed, resource_type))
+    return frame.select(*schema.fieldNames())
 
 
 def stage_in_memory(

@@ -105,6 +105,7 @@ def _run_sample_twice(spark: Any, root: Path) -> SampleRuns:
 # order, so starting these early keeps both workers busy to the end.
 SLOW_FIRST = (
     "tests/dags/test_dag_runs.py",
+    "tests/test_cluster.py",
     "tests/test_end_to_end.py",
     "tests/test_querying_docs.py",
     "tests/test_dateshift.py",

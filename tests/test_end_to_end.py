@@ -13,17 +13,22 @@ from omopflow.cli import SAMPLE_INPUT, SAMPLE_VOCAB
 from tests.conftest import table_bytes
 
 
-def _input_resources(folder: Path, resource_type: str) -> set[str]:
-    """Ids of one type in the sample, read with plain Python as an independent count."""
-    ids = set()
+def _input_resource_bodies(folder: Path, resource_type: str) -> list[dict]:
+    """The resources of one type in the sample (one per id), read with plain Python."""
+    found = {}
     for path in folder.rglob("*.gz"):
         text = gzip.decompress(path.read_bytes()).decode("utf-8")
         if path.name.endswith(".ndjson.gz"):
             resources = [json.loads(line) for line in text.splitlines() if line.strip()]
         else:
             resources = [e["resource"] for e in json.loads(text)["entry"]]
-        ids.update(r["id"] for r in resources if r["resourceType"] == resource_type)
-    return ids
+        found.update({r["id"]: r for r in resources if r["resourceType"] == resource_type})
+    return list(found.values())
+
+
+def _input_resources(folder: Path, resource_type: str) -> set[str]:
+    """Ids of one type in the sample, read with plain Python as an independent count."""
+    return {r["id"] for r in _input_resource_bodies(folder, resource_type)}
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +40,40 @@ def test_every_patient_becomes_a_person(runs, spark):
     config, first, _, _ = runs
     people = spark.read.parquet(str(config.out_dir / "current" / "person"))
     assert people.count() == len(_input_resources(SAMPLE_INPUT, "Patient")) == first.rows["person"]
+
+
+def _omb_codes(patient: dict, url: str) -> list[str]:
+    """The ombCategory codes of a Patient's US Core extension `url`, read with plain Python."""
+    return [
+        part["valueCoding"]["code"]
+        for ext in patient.get("extension", [])
+        if ext["url"] == url
+        for part in ext.get("extension", [])
+        if part["url"] == "ombCategory"
+    ][:1]
+
+
+def test_race_and_ethnicity_come_from_the_us_core_extensions(runs, spark):
+    from collections import Counter
+
+    from transforms.person import US_CORE_ETHNICITY, US_CORE_RACE
+
+    config, _, _, _ = runs
+    patients = _input_resource_bodies(SAMPLE_INPUT, "Patient")
+    people = spark.read.parquet(str(config.out_dir / "current" / "person")).collect()
+    # White (OMB 2106-3) and Not Hispanic or Latino (2186-5) are in every Synthea sample.
+    checks = (
+        (US_CORE_RACE, "race", "2106-3", 8527),
+        (US_CORE_ETHNICITY, "ethnicity", "2186-5", 38003564),
+    )
+    for url, column, code, concept_id in checks:
+        expected = Counter(c for p in patients for c in _omb_codes(p, url))
+        found = Counter(r[f"{column}_source_value"] for r in people if r[f"{column}_source_value"])
+        assert found == expected and expected[code] > 0, column
+        concepts = {
+            r[f"{column}_concept_id"] for r in people if r[f"{column}_source_value"] == code
+        }
+        assert concepts == {concept_id}, column
 
 
 def test_every_encounter_is_a_visit_or_an_exclusion(runs):

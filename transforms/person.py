@@ -24,13 +24,19 @@ TABLE = "person"
 US_CORE_RACE = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"
 US_CORE_ETHNICITY = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity"
 OMB_CATEGORY = "ombCategory"
+OMB_EXTENSION = (
+    "struct<url:string, extension:array<struct<url:string, "
+    "valueCoding:struct<system:string, code:string>>>>"
+)
 GENDER_SYSTEM = "http://hl7.org/fhir/administrative-gender"
 
 
 def _omb_code(extensions_col: str, url: str) -> Column:
+    """The OMB category coding of a US Core race or ethnicity extension (staged as JSON)."""
     from pyspark.sql import functions as F
 
-    category = extension(extension(F.col(extensions_col), url)["extension"], OMB_CATEGORY)
+    extensions = F.transform(F.col(extensions_col), lambda e: F.from_json(e, OMB_EXTENSION))
+    category = extension(extension(extensions, url)["extension"], OMB_CATEGORY)
     return category["valueCoding"]
 
 

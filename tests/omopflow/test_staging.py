@@ -217,7 +217,7 @@ def test_a_type_outside_parsed_types_is_staged_as_its_json(spark, tmp_path):
     run1 = StagingPaths(tmp_path / "w1", None, tmp_path / "s1", tmp_path / "q1")
     section = stage(spark, discover(tmp_path / "in"), "s", run1, parsed_types={"Patient"})
     assert (section["staged"], section["quarantined"]) == (4, 0)
-    staged = read_staged(spark, [run1.target], "Claim")
+    staged = read_staged(spark, [run1.target], "Claim", parsed=False)
     assert tuple(staged.columns) == STAGED_META
     rows = staged.select("id", "_last_updated", "_json").orderBy("id").collect()
     assert [r["id"] for r in rows] == ["c1", "c2"]
@@ -253,3 +253,36 @@ def test_versions_are_merged_only_when_an_id_repeats_within_a_site_and_type(spar
     assert repeated(("s1", "Patient", "a"), ("s1", "Patient", "a"), ("s1", "Encounter", "b")) == {
         "Patient"
     }
+
+
+def test_a_resources_own_extensions_are_staged_as_json_text(spark, tmp_path):
+    """Typed, `extension` is over half of a resource's columns; as text it is one column,
+    and what the hospital sent is still all there."""
+    race = {
+        "url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race",
+        "extension": [{"url": "text", "valueString": "Asian"}],
+    }
+    write_ndjson(tmp_path / "in" / "Patient.ndjson", [patient("p", extension=[race])])
+    run = StagingPaths(tmp_path / "w", None, tmp_path / "s", tmp_path / "q")
+    stage(spark, discover(tmp_path / "in"), "s", run)
+    stored = spark.read.parquet(str(run.target / "Patient"))
+    assert stored.schema["extension"].dataType.simpleString() == "array<string>"
+    (row,) = read_staged(spark, [run.target], "Patient").select("extension").collect()
+    assert [json.loads(text) for text in row["extension"]] == [race]
+
+
+def test_a_site_staging_with_other_columns_is_parsed_again_from_its_json(spark, tmp_path):
+    """Another site's staging written by an earlier release (here: header and JSON only)
+    reads with this release's columns, alongside a site staged now."""
+    write_ndjson(tmp_path / "a" / "Patient.ndjson", [patient("pa", gender="male")])
+    write_ndjson(tmp_path / "b" / "Patient.ndjson", [patient("pb", gender="female")])
+    site_a = StagingPaths(tmp_path / "wa", None, tmp_path / "sa", tmp_path / "qa")
+    site_b = StagingPaths(tmp_path / "wb", None, tmp_path / "sb", tmp_path / "qb")
+    stage(spark, discover(tmp_path / "a"), "a", site_a)
+    stage(spark, discover(tmp_path / "b"), "b", site_b)
+    older = tmp_path / "older"
+    staged_b = spark.read.parquet(str(site_b.target / "Patient")).select(*STAGED_META)
+    staged_b.write.parquet(str(older / "Patient"))
+    both = read_staged(spark, [site_a.target, older], "Patient")
+    rows = both.select("_site", "id", "gender").collect()
+    assert sorted(tuple(r) for r in rows) == [("a", "pa", "male"), ("b", "pb", "female")]
