@@ -521,8 +521,9 @@ def _stage_type(
             str(paths.target / resource_type)
         )
         return
-    # Parsed once per write rather than cached: caching the wide parsed rows cost more than
-    # parsing again (docs/performance.md).
+    # Parsed once per write rather than cached: the parse is cheap next to the write (3 to
+    # 4.5 s against 17 to 19 s for 1,000 patients' Observations), and a cache would build
+    # a columnar copy of the wide rows on the heap.
     parsed = typed(candidates, resource_type)
     good = parsed.where("_reason is null")
     if repeats:
