@@ -444,7 +444,7 @@ def _map(
     # Types nobody read are still accounted for, as "not mapped".
     present = sorted({p.name for d in site_dirs if d.is_dir() for p in d.iterdir() if p.is_dir()})
     staged = {
-        t: ctx.staged(t) if t in ctx.read_types else read_staged(spark, site_dirs, t, False)
+        t: ctx.staged(t) if t in ctx.read_types else read_staged(spark, site_dirs, t, parsed=False)
         for t in present
         if t in RESOURCE_TYPES
     }
