@@ -1,7 +1,7 @@
 """The data dictionary of a release: every published column with its CDM description, type,
 share of nulls and number of distinct values, as `data_dictionary.csv` and `.md`.
 
-Counts come from one Spark query per table (the only values brought to the driver are
+Counts come from one Spark query for the whole release (the only values brought to the driver are
 those summary numbers). Vocabulary tables (CONCEPT, CONCEPT_ANCESTOR, ...) are listed but
 not profiled: they are the Athena release as loaded, can hold hundreds of millions of rows,
 and their contents are documented by Athena itself.
@@ -18,7 +18,7 @@ from omopflow import cdm
 from vocabularies.athena import TABLE_KEYS
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 DICTIONARY_CSV = "data_dictionary.csv"
 DICTIONARY_MD = "data_dictionary.md"
@@ -48,75 +48,93 @@ def release_tables(release_dir: Path) -> list[str]:
     )
 
 
-def profile_table(spark: SparkSession, release_dir: Path, table: str) -> list[ColumnProfile]:
-    df = spark.read.parquet(str(Path(release_dir) / table))
-    spec = _spec(table)
-    profiled = table not in VOCABULARY_TABLES
-    if profiled:
-        rows, non_null, distinct = _column_counts(df)
-    else:
-        rows, non_null, distinct = df.count(), {}, {}
+def data_dictionary(spark: SparkSession, release_dir: Path) -> list[ColumnProfile]:
+    """Every column of every table of the release, profiled (vocabulary tables only
+    counted)."""
+    frames = {
+        table: spark.read.parquet(str(Path(release_dir) / table))
+        for table in release_tables(release_dir)
+    }
+    counts = _column_counts(
+        {table: df for table, df in frames.items() if table not in VOCABULARY_TABLES}
+    )
     profiles = []
-    for i, column in enumerate(df.schema.fields):
-        field = spec.get(column.name)
-        profiles.append(
-            ColumnProfile(
-                table=table,
-                column=column.name,
-                cdm_datatype=field.datatype if field else "",
-                parquet_type=column.dataType.simpleString(),
-                required=bool(field and field.required),
-                rows=rows,
-                null_share=_null_share(rows, non_null.get(i, 0)) if profiled else None,
-                distinct=distinct.get(i, 0) if profiled else None,
-                description=_one_line(field.description) if field else NOT_IN_SPEC,
+    for table, df in frames.items():
+        spec = _spec(table)
+        profiled = table not in VOCABULARY_TABLES
+        rows, non_null, distinct = counts.get(table, (0, {}, {}))
+        if not profiled:
+            rows = df.count()
+        for i, column in enumerate(df.schema.fields):
+            field = spec.get(column.name)
+            profiles.append(
+                ColumnProfile(
+                    table=table,
+                    column=column.name,
+                    cdm_datatype=field.datatype if field else "",
+                    parquet_type=column.dataType.simpleString(),
+                    required=bool(field and field.required),
+                    rows=rows,
+                    null_share=_null_share(rows, non_null.get(i, 0)) if profiled else None,
+                    distinct=distinct.get(i, 0) if profiled else None,
+                    description=_one_line(field.description) if field else NOT_IN_SPEC,
+                )
             )
-        )
     return profiles
 
 
-def _column_counts(df: DataFrame) -> tuple[int, dict[int, int], dict[int, int]]:
-    """Rows, and non-null and distinct values by column index, in one Spark query.
+Counts = tuple[int, dict[int, int], dict[int, int]]
 
-    Each row becomes one narrow (column, value) pair per column, grouped by pair: a
-    distinct count per column in one aggregation would make Spark copy every whole row once
-    per column (its Expand), which took a minute for MEASUREMENT at 10,000 patients. Values
-    are compared as text, so that one pair fits every column: the text of a value is unique
-    to it, once -0.0 is made 0.0 as Spark's own grouping does.
+
+def _column_counts(frames: dict[str, DataFrame]) -> dict[str, Counts]:
+    """Rows, and non-null and distinct values by column index, of every table, in one
+    Spark query (one per table cost a second each on a five-patient release, most of it
+    planning and scheduling, not counting).
+
+    Each row becomes one narrow (table, column, value) triple per column, grouped by
+    triple: a distinct count per column in one aggregation would make Spark copy every whole
+    row once per column (its Expand), which took a minute for MEASUREMENT at 10,000
+    patients. Values are compared as text, so that one triple fits every column: the text
+    of a value is unique to it, once -0.0 is made 0.0 as Spark's own grouping does. The
+    expressions are SQL text: one call to the JVM per table, not several per column.
     """
     from pyspark.sql import functions as F
-    from pyspark.sql import types as T
 
-    def as_text(field: T.StructField) -> Column:
-        value = F.col(f"`{field.name}`")
-        if isinstance(field.dataType, (T.FloatType, T.DoubleType)):
-            value = F.when(value == 0, F.lit(0.0)).otherwise(value)
-        return value.cast("string")
-
-    pairs = F.array(
-        *[
-            F.struct(F.lit(i).alias("column"), as_text(field).alias("value"))
-            for i, field in enumerate(df.schema.fields)
-        ]
-    )
-    per_value = (
-        df.select(F.explode(pairs).alias("pair"))
-        .groupBy("pair.column", "pair.value")
-        .agg(F.count(F.lit(1)).alias("n"))
-    )
+    if not frames:
+        return {}
+    triples = [
+        df.select(F.lit(table).alias("table"), F.expr(f"inline(array({_pairs_sql(df)}))"))
+        for table, df in frames.items()
+    ]
+    union = triples[0]
+    for more in triples[1:]:
+        union = union.unionByName(more)
+    per_value = union.groupBy("table", "column", "value").agg(F.count(F.lit(1)).alias("n"))
     known = F.col("value").isNotNull()
-    per_column = per_value.groupBy("column").agg(
+    per_column = per_value.groupBy("table", "column").agg(
         F.sum("n").alias("rows"),
         F.sum(F.when(known, F.col("n")).otherwise(0)).alias("non_null"),
         F.count(F.when(known, 1)).alias("distinct"),
     )
-    counted = per_column.collect()
-    rows = int(counted[0]["rows"]) if counted else 0
-    return (
-        rows,
-        {r["column"]: int(r["non_null"]) for r in counted},
-        {r["column"]: int(r["distinct"]) for r in counted},
-    )
+    counts: dict[str, Counts] = {}
+    for r in per_column.collect():
+        _, non_null, distinct = counts.setdefault(r["table"], (int(r["rows"]), {}, {}))
+        non_null[r["column"]] = int(r["non_null"])
+        distinct[r["column"]] = int(r["distinct"])
+    return counts
+
+
+def _pairs_sql(df: DataFrame) -> str:
+    """`struct(i AS column, <value as text> AS value), ...` for every column of `df`."""
+    from pyspark.sql import types as T
+
+    pairs = []
+    for i, field in enumerate(df.schema.fields):
+        value = "`" + field.name.replace("`", "``") + "`"
+        if isinstance(field.dataType, (T.FloatType, T.DoubleType)):
+            value = f"CASE WHEN {value} = 0 THEN 0.0D ELSE {value} END"
+        pairs.append(f"struct({i} AS column, CAST({value} AS STRING) AS value)")
+    return ", ".join(pairs)
 
 
 def _spec(table: str) -> dict[str, cdm.CdmField]:
@@ -132,14 +150,6 @@ def _null_share(rows: int, non_null: int) -> float:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
-
-
-def data_dictionary(spark: SparkSession, release_dir: Path) -> list[ColumnProfile]:
-    return [
-        profile
-        for table in release_tables(release_dir)
-        for profile in profile_table(spark, release_dir, table)
-    ]
 
 
 def write_data_dictionary(spark: SparkSession, release_dir: Path) -> Path:
