@@ -38,7 +38,7 @@ browser: ## headless Chromium for the report's browser tests (apt-get, when run 
 	  echo "make: chromium is not installed; the browser tests will be skipped"
 
 unit: setup browser ## the test suite (two workers: see tests/conftest.py), without the drill
-	$(VENV)/bin/pytest -n 2 --dist loadfile -m "not drill" --durations=10
+	$(VENV)/bin/pytest -n 2 --dist loadfile --no-loadscope-reorder -m "not drill" --durations=10
 
 drill: setup ## the crash drill: a run killed at every stage, then rerun (docs/governance.md)
 	$(VENV)/bin/pytest -m drill tests/reliability/test_faults.py

@@ -101,16 +101,16 @@ def _run_sample_twice(spark: Any, root: Path) -> SampleRuns:
     return SampleRuns(config, first, first_tables, second)
 
 
-# The files that run whole pipelines, slowest first. pytest-xdist 3.8 deals files out by
-# their number of tests, most first (`--loadscope-reorder`, its default), so this order
-# only breaks ties: the cluster test (one test, about 10 minutes) still starts last.
-# `--no-loadscope-reorder` in the Makefile would make this the order; not yet measured.
+# The files that run whole pipelines, dealt out first so that none starts near the end.
+# `make test` passes `--no-loadscope-reorder`: pytest-xdist would otherwise deal files out
+# by their number of tests, and the cluster test (one test, about ten minutes) came last.
+# The end-to-end file builds `sample_runs`; the other files that read it come later.
 SLOW_FIRST = (
-    "tests/dags/test_dag_runs.py",
-    "tests/test_cluster.py",
     "tests/test_end_to_end.py",
-    "tests/test_querying_docs.py",
+    "tests/test_cluster.py",
+    "tests/dags/test_dag_runs.py",
     "tests/test_dateshift.py",
+    "tests/transforms/test_golden.py",
 )
 
 
