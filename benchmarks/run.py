@@ -45,7 +45,8 @@ WARM_UP_PATIENTS = 5
 DRIVER_MEMORY = "8g"
 # The pipeline's stages as the ledger's timings_s names them, in run order.
 STAGES = ("stage", "vocabulary", "map", "derive", "check", "leak_scan", "publish")
-# The parts of the check stage, which run side by side (the ledger's check_s).
+# The parts of the check stage, which run side by side (the ledger's check_s); `needles` is
+# the leak scan's reading of the input, which starts with the run, beside all the stages.
 CHECK_PARTS = ("validate", "report", "needles")
 # Targets of issue 8 (each a ratio from one run).
 MAX_RATIO_TO_BARE_PARSE = 25.0

@@ -82,6 +82,7 @@ RESTRICTED_NAMES = ("restricted", "crosswalk", "quarantine", "date_shift")
 # Plain NDJSON files larger than this are read in byte ranges of about this size, cut at line
 # ends: both cores share one big file, and a worker holds about this much text at a time.
 CHUNK_BYTES = 64 * 1024 * 1024
+WORKER_NICENESS = 10  # added to the readers' nice value: below Spark, above nothing
 
 _TOKEN_SPLIT = re.compile(r"[\W_]+")
 # Same rule in DuckDB (RE2): anything that is not a letter or a digit separates tokens.
@@ -479,14 +480,30 @@ def _write_needles(path: Path, unit: int, needles: Collection[Needle]) -> None:
     pq.write_table(pa.table(columns, schema=schema), path)
 
 
-def _unit_needles(unit: _Unit, folder: Path) -> tuple[Path, int]:
+def _unit_needles(unit: _Unit, folder: Path) -> tuple[Path | None, int]:
     """In a worker: the unit's needles, first seen first, into a Parquet file in `folder`.
-    Only that file's path and how many items could not be read go back to the caller."""
+    Only that file's path and how many items could not be read go back to the caller.
+
+    No path when `folder` is gone: the scan was closed before its reading ended (a run that
+    failed meanwhile), and the units not yet begun then end at once."""
+    if not folder.is_dir():
+        return None, 0
     needles = _Needles()
     unreadable = sum(_part_needles(part, needles) for part in unit.parts)
     path = folder / f"needles-{unit.index:06d}.parquet"
-    _write_needles(path, unit.index, needles.by_text.values())
+    try:
+        _write_needles(path, unit.index, needles.by_text.values())
+    except OSError:
+        if folder.is_dir():
+            raise
+        return None, 0
     return path, unreadable
+
+
+def _lower_priority() -> None:
+    """In a worker: yield the cores to Spark. A run reads the input's needles while it
+    stages and maps; the readers should take what Spark leaves, not slow it down."""
+    os.nice(WORKER_NICENESS)
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:
@@ -511,9 +528,11 @@ def _extract_needles(input_dir: Path, folder: Path, chunk_bytes: int) -> tuple[l
     # were seen in is kept by each unit's index, not by when it was done.
     units.sort(key=lambda unit: unit.size, reverse=True)
     workers = min(os.cpu_count() or 1, len(units))
-    with ProcessPoolExecutor(workers, mp_context=_worker_context()) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=_worker_context(), initializer=_lower_priority
+    ) as pool:
         done = list(pool.map(_unit_needles, units, itertools.repeat(folder)))
-    return [path for path, _ in done], sum(unreadable for _, unreadable in done)
+    return [path for path, _ in done if path], sum(unreadable for _, unreadable in done)
 
 
 def _load_input_needles(con: duckdb.DuckDBPyConnection, files: Sequence[Path]) -> None:

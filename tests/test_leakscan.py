@@ -26,6 +26,7 @@ from omopflow.leakscan import (
     SECRET,
     TELECOM,
     InputNeedles,
+    _extract_needles,
     _work_units,
     input_needles,
     main,
@@ -245,10 +246,8 @@ def test_missing_release_is_a_clear_error(input_dir, tmp_path):
 def _scan_step(input_dir: Path, build: Path, record: dict, leak_scan: bool = True) -> list[str]:
     """The run's leak scan step as the pipeline runs it: needles read, then the search."""
     config = RunConfig(input_dir, (), build.parent, leak_scan=leak_scan)
-    with pipeline._input_needles(config, KEY) as needles:
-        if needles is not None:
-            needles.read()
-        return pipeline._leak_scan(needles, build, record)
+    with pipeline._reading_needles(config, KEY) as reading:
+        return pipeline._leak_scan(reading, build, record)
 
 
 def test_a_leak_in_the_build_blocks_the_run_and_is_recorded(input_dir, tmp_path):
@@ -279,6 +278,26 @@ def test_needles_read_before_the_release_exists_find_what_is_written_later(input
         person["gender_source_value"] = ["Quackenbush"]
         report = needles.search(write_release(tmp_path, {"person": person}))
     assert [f.location for f in report.findings] == ["person.gender_source_value"]
+
+
+def test_a_reading_closed_before_its_end_stops_and_finds_nothing(input_dir, tmp_path):
+    """A run reads the input from its start; when it fails early its needles are closed
+    (their scratch folder removed), and the units still to read end without reading."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    files, _ = _extract_needles(input_dir, scratch, CHUNK_BYTES)
+    assert files and all(path.parent == scratch for path in files)
+    assert _extract_needles(input_dir, tmp_path / "closed", CHUNK_BYTES) == ([], 0)
+
+
+def test_a_run_whose_reading_fails_fails_at_the_scan(input_dir, tmp_path, monkeypatch):
+    def unreadable(self):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(InputNeedles, "read", unreadable)
+    build = write_release(tmp_path, {"person": clean_person()})
+    with pytest.raises(OSError, match="disk gone"):
+        _scan_step(input_dir, build, {})
 
 
 def test_the_run_step_can_be_turned_off(input_dir, tmp_path):
