@@ -41,6 +41,7 @@ only the codes present in the input, so it stays small even on a full Athena rel
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import shutil
 from dataclasses import dataclass
@@ -223,18 +224,28 @@ def source_to_standard(
     """The map for `release`, built on first use and then read from its Parquet cache."""
     target = release.path / f"source_to_standard-{rules_digest()}"
     if not (target / MAP_COMPLETE_MARKER).is_file():
-        staging = target.with_name(target.name + ".tmp")
-        shutil.rmtree(staging, ignore_errors=True)
-        built = build_source_to_standard(
-            release.table("concept"), release.table("concept_relationship"), systems
-        )
-        built.repartition(1).sortWithinPartitions(
-            "source_vocabulary_id", "source_code_key", "target_concept_id"
-        ).write.parquet(str(staging))
-        (staging / MAP_COMPLETE_MARKER).touch()
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
+        # Runs (and test workers) share the cache: one process builds the map while the
+        # others wait, then read it. Unlocked, a second builder replaced the folder while the
+        # first was reading it (its files gone mid-query).
+        with open(target.with_name(target.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (target / MAP_COMPLETE_MARKER).is_file():
+                _write_map(release, systems, target)
     return spark.read.parquet(str(target))
+
+
+def _write_map(release: VocabularyRelease, systems: DataFrame, target: Path) -> None:
+    staging = target.with_name(target.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    built = build_source_to_standard(
+        release.table("concept"), release.table("concept_relationship"), systems
+    )
+    built.repartition(1).sortWithinPartitions(
+        "source_vocabulary_id", "source_code_key", "target_concept_id"
+    ).write.parquet(str(staging))
+    (staging / MAP_COMPLETE_MARKER).touch()
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
 
 
 def build_maps(spark: SparkSession, release: VocabularyRelease) -> VocabularyMaps:

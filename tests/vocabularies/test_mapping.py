@@ -195,3 +195,32 @@ def test_unknown_normalisation_in_code_systems_is_refused(tmp_path):
     )
     with pytest.raises(VocabularyError, match="unknown code_normalisation"):
         read_code_systems(bad)
+
+
+def test_runs_sharing_a_cache_build_the_map_once_and_both_read_it(spark, tmp_path, monkeypatch):
+    """Two runs on one vocabulary cache: the second waits for the first's map instead of
+    replacing its folder while the first reads it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vocabularies import mapping
+
+    folder = tmp_path / "vocab"
+    folder.mkdir()
+    write_table(folder, "concept", [concept_row(1, "111", "SNOMED", standard="S")])
+    write_table(folder, "concept_relationship", [maps(1, 1)])
+    release = load_release(spark, folder, tmp_path / "cache")
+    built = []
+    write_map = mapping._write_map
+    monkeypatch.setattr(
+        mapping, "_write_map", lambda *args: (built.append(args[-1]), write_map(*args))
+    )
+    systems = code_systems(spark)
+
+    def read_map() -> list[tuple[Any, ...]]:
+        rows = mapping.source_to_standard(spark, release, systems).collect()
+        return sorted(tuple(row) for row in rows)
+
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(lambda _: read_map(), range(2))
+    assert len(built) == 1
+    assert first == second and first
