@@ -37,6 +37,7 @@ import yaml
 
 from omopflow import cdm
 from omopflow.errors import UsageError
+from omopflow.frames import union_all
 from omopflow.pseudonym import date_shift_days, keyed_hash, pseudonym, shift_dates
 from omopflow.report.cells import DEFAULT_MIN_CELL, check_threshold, shown
 from omopflow.report.characterise import MAIN_CONCEPT
@@ -384,10 +385,7 @@ def _with_concepts(
         found.append(records.join(concepts, "concept_id", "left_semi").select("person_id"))
     if not found:
         return spark.createDataFrame([], "person_id long")
-    union = found[0]
-    for frame in found[1:]:
-        union = union.unionByName(frame)
-    return union.distinct()
+    return union_all(found).distinct()
 
 
 # --- keys ------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from omopflow.frames import union_all
+
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
@@ -40,10 +42,9 @@ def mapping_section(
         resources = part if resources is None else resources.unionByName(part)
     if resources is None:
         return {"resources_in": 0, "resources_mapped": 0, "resources_excluded": 0, "by_type": {}}
-    mapped = (
-        _union([o.rows.select(*key) for o in outputs]).distinct().withColumn("_mapped", F.lit(True))
-    )
-    reasons = _union([o.excluded for o in outputs if o.excluded is not None])
+    mapped = union_all([o.rows.select(*key) for o in outputs]).distinct()
+    mapped = mapped.withColumn("_mapped", F.lit(True))
+    reasons = union_all([o.excluded for o in outputs if o.excluded is not None])
     reasons = reasons.groupBy(*key).agg(F.min("reason").alias("_why"))
     fallback = F.when(F.col("_resource_type").isin(sorted(read)), F.lit(UNACCOUNTED)).otherwise(
         F.lit(not_mapped_reason)
@@ -78,13 +79,6 @@ def mapping_section(
         "excluded_by_reason": _sum_reasons(by_type.values()),
         "by_type": dict(sorted(by_type.items())),
     }
-
-
-def _union(frames: list[DataFrame]) -> DataFrame:
-    result = frames[0]
-    for frame in frames[1:]:
-        result = result.unionByName(frame)
-    return result
 
 
 def _sum_reasons(entries: Iterable[dict[str, Any]]) -> dict[str, int]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from omopflow.frames import union_all
 from transforms.base import DATE_IN_FUTURE, MappingContext, first_reason
 from transforms.constants import (
     ALLERGY_CATEGORY_CONCEPTS,
@@ -582,10 +583,7 @@ def _resources(ctx: MappingContext) -> DataFrame:
     """All flattened resources with person and visit ids, datetimes and exclusion reason."""
     from pyspark.sql import functions as F
 
-    frames = [flatten(ctx) for flatten in FLATTENERS]
-    resources = frames[0]
-    for frame in frames[1:]:
-        resources = resources.unionByName(frame)
+    resources = union_all([flatten(ctx) for flatten in FLATTENERS])
     resources = ctx.person_ids(resources, F.col("_patient_ref"))
     resources = ctx.visit_ids(resources, F.col("_visit_ref"))
     tz = ctx.config.timezone

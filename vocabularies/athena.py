@@ -22,7 +22,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -208,6 +208,19 @@ def release_version(spark: SparkSession, path: Path) -> str:
     return "no release row; " + ("; ".join(parts) if parts else "unknown versions")
 
 
+def build_once(marker: Path, build: Callable[[], None]) -> None:
+    """Run `build` (which writes `marker` last) unless `marker` exists. Warehouses and test
+    workers may share a vocabulary cache: one process builds, the others wait under a file
+    lock and then reuse what it wrote, instead of replacing it while another reads it."""
+    if marker.is_file():
+        return
+    folder = marker.parent
+    with open(folder.with_name(folder.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not marker.is_file():
+            build()
+
+
 def load_release(
     spark: SparkSession,
     athena_dirs: Path | Sequence[Path],
@@ -224,14 +237,8 @@ def load_release(
         folders.append(SUPPLEMENT_DIR)
     release_print = fingerprint(folders)
     target = Path(cache_dir) / f"release-{release_print[:16]}"
-    if not (target / COMPLETE_MARKER).is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Warehouses (and test workers) may share a cache: one process loads a release,
-        # the others wait for it and then reuse it.
-        with open(target.with_name(target.name + ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (target / COMPLETE_MARKER).is_file():
-                write_cache(spark, folders, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    build_once(target / COMPLETE_MARKER, lambda: write_cache(spark, folders, target))
     return VocabularyRelease(
         spark=spark,
         path=target,

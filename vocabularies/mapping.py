@@ -41,14 +41,13 @@ only the codes present in the input, so it stays small even on a full Athena rel
 from __future__ import annotations
 
 import csv
-import fcntl
 import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vocabularies.athena import VocabularyError, VocabularyRelease
+from vocabularies.athena import VocabularyError, VocabularyRelease, build_once
 from vocabularies.concepts import MAPS_TO, MAPS_TO_VALUE, NO_MATCHING_CONCEPT, STANDARD
 
 if TYPE_CHECKING:
@@ -223,14 +222,8 @@ def source_to_standard(
 ) -> DataFrame:
     """The map for `release`, built on first use and then read from its Parquet cache."""
     target = release.path / f"source_to_standard-{rules_digest()}"
-    if not (target / MAP_COMPLETE_MARKER).is_file():
-        # Runs (and test workers) share the cache: one process builds the map while the
-        # others wait, then read it. Unlocked, a second builder replaced the folder while the
-        # first was reading it (its files gone mid-query).
-        with open(target.with_name(target.name + ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (target / MAP_COMPLETE_MARKER).is_file():
-                _write_map(release, systems, target)
+    # Unlocked, a second builder replaced the folder while the first run read it.
+    build_once(target / MAP_COMPLETE_MARKER, lambda: _write_map(release, systems, target))
     return spark.read.parquet(str(target))
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from omopflow import cdm
+from omopflow.frames import union_all
 from omopflow.report.characterise import MAIN_CONCEPT, NO_MATCHING_CONCEPT
 from omopflow.report.dictionary import VOCABULARY_TABLES, release_tables
 
@@ -109,9 +110,7 @@ def concept_moves(
         frames.append(joined.withColumn("table", F.lit(table)))
     if not frames:
         return []
-    union = frames[0]
-    for frame in frames[1:]:
-        union = union.unionByName(frame, allowMissingColumns=True)
+    union = union_all(frames, allow_missing_columns=True)
     union = union.fillna(0, ["current_records", "previous_records"])
     delta = F.abs(F.col("current_records") - F.col("previous_records"))
     rows = union.where(delta > 0).orderBy(delta.desc(), "table", "concept_id").limit(top).collect()

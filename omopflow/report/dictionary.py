@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from omopflow import cdm
+from omopflow.frames import union_all
 from vocabularies.athena import TABLE_KEYS
 
 if TYPE_CHECKING:
@@ -106,10 +107,8 @@ def _column_counts(frames: dict[str, DataFrame]) -> dict[str, Counts]:
         df.select(F.lit(table).alias("table"), F.expr(f"inline(array({_pairs_sql(df)}))"))
         for table, df in frames.items()
     ]
-    union = triples[0]
-    for more in triples[1:]:
-        union = union.unionByName(more)
-    per_value = union.groupBy("table", "column", "value").agg(F.count(F.lit(1)).alias("n"))
+    triple = ["table", "column", "value"]
+    per_value = union_all(triples).groupBy(*triple).agg(F.count(F.lit(1)).alias("n"))
     known = F.col("value").isNotNull()
     per_column = per_value.groupBy("table", "column").agg(
         F.sum("n").alias("rows"),

@@ -145,3 +145,31 @@ def test_browser_check_catches_a_console_error_and_a_blank_page(browser, tmp_pat
     faulty.write_text('<!DOCTYPE html><script>console.error("boom")</script>', encoding="utf-8")
     assert any("boom" in m for m in open_page(browser, faulty, tmp_path / "faulty.png"))
     assert png_pixels(tmp_path / "faulty.png").std() == 0
+
+
+def test_records_per_person_count_each_table_and_its_persons_by_site(spark, tmp_path):
+    from omopflow.report.characterise import close_release, open_release, records_per_person
+
+    build_release(spark, tmp_path / "release")
+    write_crosswalk(spark, tmp_path / "crosswalk")
+    release = open_release(spark, tmp_path / "release", tmp_path / "crosswalk")
+    try:
+        found = {p.table: p for p in records_per_person(release)}
+    finally:
+        close_release(release)
+    assert sorted(found) == [
+        "condition_occurrence",
+        "drug_exposure",
+        "measurement",
+        "observation_period",
+    ]
+    conditions = found["condition_occurrence"]
+    assert (conditions.records, conditions.persons) == (9, 7)
+    assert conditions.persons_by_site == {"site-a": 6, "site-b": 1}
+    assert found["drug_exposure"].persons_by_site == {"site-a": 6}
+    measurement = found["measurement"]
+    assert (measurement.records, measurement.persons, measurement.percentiles) == (
+        5,
+        1,
+        (5.0, 5.0, 5.0, 5.0, 5.0),
+    )
