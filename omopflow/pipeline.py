@@ -28,6 +28,7 @@ from omopflow.dateshift import shift_table, write_shifts
 from omopflow.errors import GateBlocked, LedgerMismatch, RunLocked, UsageError
 from omopflow.ids import IdAllocator
 from omopflow.landing import discover
+from omopflow.spark import INTERPRETED, SMALL_BUILD_BYTES, interpret, restored
 from omopflow.staging import StagingPaths, stage
 
 if TYPE_CHECKING:
@@ -94,7 +95,11 @@ def run(
     progress: Progress = lambda _msg: None,
 ) -> RunResult:
     check_folders(config)
-    with warehouse_lock(config.out_dir), _reading_needles(config, pseudonym_key) as reading:
+    with (
+        warehouse_lock(config.out_dir),
+        _reading_needles(config, pseudonym_key) as reading,
+        restored(spark, INTERPRETED),  # a small build runs interpreted (see _run_locked)
+    ):
         return _run_locked(spark, config, pseudonym_key, progress, reading)
 
 
@@ -144,12 +149,13 @@ def _run_locked(
     record["vocabulary"] = vocab_meta
     timings["vocabulary"] = round(time.monotonic() - started, 2)
 
-    progress("mapping")
+    site_dirs = _site_staging_dirs(config, run_id)
+    small = interpret_small_build(spark, site_dirs)
+    progress("mapping (a small build: queries interpreted)" if small else "mapping")
     started = time.monotonic()
     crosswalk_root = config.restricted / "crosswalk"
     crosswalk_now = publish.read_pointer(crosswalk_root)
     ids = IdAllocator.open(spark, crosswalk_root / crosswalk_now if crosswalk_now else None)
-    site_dirs = _site_staging_dirs(config, run_id)
     outputs, read_types, staged, events = _map(spark, config, site_dirs, ids, key, vocab)
     rows = {}
     # One table at a time: written from four threads, they took no less time at 1,000
@@ -435,6 +441,16 @@ def _site_staging_dirs(config: RunConfig, run_id: str) -> list[Path]:
             if site_root.name != config.site and pointer:
                 dirs.append(site_root / pointer)
     return dirs
+
+
+def interpret_small_build(spark: SparkSession, staging_dirs: list[Path]) -> bool:
+    """Run the session's next queries interpreted if the staged Parquet the map reads is
+    under `omopflow.spark.SMALL_BUILD_BYTES`; `run` restores the settings at its end."""
+    staged = sum(p.stat().st_size for d in staging_dirs for p in d.rglob("*") if p.is_file())
+    if staged >= SMALL_BUILD_BYTES:
+        return False
+    interpret(spark)
+    return True
 
 
 def _load_vocabulary(spark: SparkSession, config: RunConfig) -> tuple[Any, dict[str, str]]:

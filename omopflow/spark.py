@@ -8,7 +8,7 @@ applied on top of whatever the cluster configured.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -108,14 +108,18 @@ INTERPRETED = {
     "spark.sql.codegen.wholeStage": "false",
     "spark.sql.codegen.factoryMode": "NO_CODEGEN",
 }
+# Below this much staged Parquet, a run maps, checks and reports interpreted too: it is
+# hundreds of small queries, and compiling each one's Java costs more than it saves. One
+# `omopflow run` each, interpreted against compiled (docs/performance.md): 5 patients (2 MB
+# staged) 135 against 157 s, 100 patients (5 MB) 190 against 234 s, 1,000 patients (36 MB)
+# 290 against 276 s.
+SMALL_BUILD_BYTES = 16 * 1024 * 1024
 
 
 @contextmanager
-def interpreted(spark: SparkSession) -> Iterator[None]:
-    """Run the enclosed queries without Java code generation, then restore the settings."""
-    before = {key: spark.conf.get(key, None) for key in INTERPRETED}
-    for key, value in INTERPRETED.items():
-        spark.conf.set(key, value)
+def restored(spark: SparkSession, keys: Iterable[str]) -> Iterator[None]:
+    """Put the settings `keys` back as they were when the enclosed block ends."""
+    before = {key: spark.conf.get(key, None) for key in keys}
     try:
         yield
     finally:
@@ -124,3 +128,17 @@ def interpreted(spark: SparkSession) -> Iterator[None]:
                 spark.conf.unset(key)
             else:
                 spark.conf.set(key, old)
+
+
+def interpret(spark: SparkSession) -> None:
+    """Run the session's next queries without Java code generation."""
+    for key, value in INTERPRETED.items():
+        spark.conf.set(key, value)
+
+
+@contextmanager
+def interpreted(spark: SparkSession) -> Iterator[None]:
+    """Run the enclosed queries without Java code generation, then restore the settings."""
+    with restored(spark, INTERPRETED):
+        interpret(spark)
+        yield

@@ -82,18 +82,25 @@ def sample_runs(spark, tmp_path_factory, worker_id) -> SampleRuns:
         return runs
 
 
-def _run_sample_twice(spark: Any, root: Path) -> SampleRuns:
+def write_sample_input(folder: Path) -> Path:
+    """The shipped sample with `BROKEN_LINES` added, copied to `folder`."""
     import shutil
 
-    from omopflow import pipeline
-    from omopflow.cli import DEMO_SITE, SAMPLE_INPUT, SAMPLE_VOCAB
-    from omopflow.config import RunConfig
-    from omopflow.pseudonym import DEMO_KEY
+    from omopflow.cli import SAMPLE_INPUT
     from tests.fhir_fixtures import write_ndjson
 
-    data = root / "input"
-    shutil.copytree(SAMPLE_INPUT, data)
-    write_ndjson(data / "broken" / "Patient.ndjson", BROKEN_LINES)
+    shutil.copytree(SAMPLE_INPUT, folder)
+    write_ndjson(folder / "broken" / "Patient.ndjson", BROKEN_LINES)
+    return folder
+
+
+def _run_sample_twice(spark: Any, root: Path) -> SampleRuns:
+    from omopflow import pipeline
+    from omopflow.cli import DEMO_SITE, SAMPLE_VOCAB
+    from omopflow.config import RunConfig
+    from omopflow.pseudonym import DEMO_KEY
+
+    data = write_sample_input(root / "input")
     config = RunConfig(data, (SAMPLE_VOCAB,), root / "out", DEMO_SITE)
     first = pipeline.run(spark, config, DEMO_KEY)
     first_tables = {t: table_bytes(first.release, t) for t in first.rows}
@@ -103,12 +110,14 @@ def _run_sample_twice(spark: Any, root: Path) -> SampleRuns:
 
 # The files that run whole pipelines, dealt out first so that none starts near the end.
 # `make test` passes `--no-loadscope-reorder`: pytest-xdist would otherwise deal files out
-# by their number of tests, and the cluster test (one test, about ten minutes) came last.
-# The end-to-end file builds `sample_runs`; the other files that read it come later.
+# by their number of tests, and the cluster test (one test, several minutes) came last.
+# The end-to-end file builds `sample_runs`; the other files that read it come later. The
+# cluster test compares its release with `sample_runs`' first: dealt out after the DAG runs,
+# it finds it built instead of waiting for it.
 SLOW_FIRST = (
     "tests/test_end_to_end.py",
-    "tests/test_cluster.py",
     "tests/dags/test_dag_runs.py",
+    "tests/test_cluster.py",
     "tests/test_dateshift.py",
     "tests/transforms/test_golden.py",
 )

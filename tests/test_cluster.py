@@ -1,9 +1,11 @@
 """The same code on a Spark standalone cluster publishes the same release as on local Spark.
 
 Starts a master and one worker on 127.0.0.1 (free ports, logs and pid files in a tmp folder,
-stopped in teardown), then runs `omopflow run` twice on 3 patients, side by side, in
-subprocesses: once with `--master local[2]`, once with `--master spark://127.0.0.1:<port>`.
-The test session's own SparkSession cannot switch master, hence the subprocesses.
+stopped in teardown), then runs `omopflow run --master spark://127.0.0.1:<port>` in a
+subprocess (the test session's own SparkSession cannot switch master) on the input of the
+session's `sample_runs`: the shipped sample (NDJSON and Bundles) with three broken lines,
+the demo's site and key. Its first run, on the session's `local[2]` SparkSession, is the
+local release the cluster's must equal.
 """
 
 from __future__ import annotations
@@ -14,15 +16,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from benchmarks.generate import generate, site_name
-from omopflow.cli import SAMPLE_INPUT, SAMPLE_VOCAB
+from omopflow.cli import DEMO_SITE, SAMPLE_VOCAB
+from omopflow.pseudonym import DEMO_KEY
+from tests.conftest import write_sample_input
 
 pytestmark = [
     pytest.mark.cluster,
@@ -31,8 +33,6 @@ pytestmark = [
 
 MASTER = "org.apache.spark.deploy.master.Master"
 WORKER = "org.apache.spark.deploy.worker.Worker"
-KEY = "cluster-test-key-0123456789abcdef"
-PATIENTS = 3
 # A loaded CI machine can take minutes to start two JVMs and register the worker.
 START_TIMEOUT_S = 300
 RUN_TIMEOUT_S = 1800
@@ -101,29 +101,29 @@ def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def _omopflow_run(input_dir: Path, out: Path, master: str) -> None:
     env = {
         **os.environ,
-        "OMOPFLOW_PSEUDONYM_KEY": KEY,
+        "OMOPFLOW_PSEUDONYM_KEY": "hex:" + DEMO_KEY.hex(),
         "PYSPARK_PYTHON": sys.executable,
         "SPARK_LOCAL_IP": "127.0.0.1",
-        # A smaller driver heap than spark.py's 4g keeps CI's memory in check; 3 patients need
+        # A smaller driver heap than spark.py's 4g keeps CI's memory in check; the sample needs
         # little, and an explicit --driver-memory wins over the session's spark.driver.memory.
         "PYSPARK_SUBMIT_ARGS": f"--driver-memory {DRIVER_MEMORY} pyspark-shell",
     }
     command = [sys.executable, "-m", "omopflow.cli", "run", "--input", str(input_dir)]
-    command += ["--vocab", str(SAMPLE_VOCAB), "--out", str(out), "--master", master]
+    command += ["--vocab", str(SAMPLE_VOCAB), "--out", str(out), "--site", DEMO_SITE]
+    command += ["--master", master]
     done = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False
     )
     assert done.returncode == 0, f"omopflow run --master {master} failed:\n{done.stderr[-3000:]}"
 
 
-def _table_files(out: Path) -> dict[str, Path]:
+def _table_files(release: Path) -> dict[str, Path]:
     """The Parquet files of the published tables, by path relative to the release.
 
     The release's ledger.json and report/ (Data Docs) name the run and its times, so they
     differ between any two runs; the tables must not.
     """
-    current = (out / "current").resolve()
-    return {str(path.relative_to(current)): path for path in sorted(current.rglob("*.parquet"))}
+    return {str(path.relative_to(release)): path for path in sorted(release.rglob("*.parquet"))}
 
 
 def _content(path: Path) -> pa.Table:
@@ -137,25 +137,18 @@ def _content(path: Path) -> pa.Table:
 
 
 @pytest.fixture(scope="module")
-def releases(standalone: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("cluster-runs")
-    generate(SAMPLE_INPUT / "bulk", root / "input", PATIENTS, compress=True)
-    input_dir = root / "input" / site_name(0)
-    # Side by side: on 3 patients a run is mostly its driver planning and compiling queries
-    # one after the other, which leaves the cores idle much of the time.
-    masters = {"local": "local[2]", "cluster": standalone}
-    with ThreadPoolExecutor(len(masters)) as pool:
-        runs = [pool.submit(_omopflow_run, input_dir, root / n, m) for n, m in masters.items()]
-        for run in runs:
-            run.result()
-    return root / "local", root / "cluster"
+def cluster_release(standalone: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cluster-run")
+    _omopflow_run(write_sample_input(root / "input"), root / "out", standalone)
+    return (root / "out" / "current").resolve()
 
 
 def test_cluster_release_has_the_same_files_schemas_and_rows_as_the_local_one(
-    releases: tuple[Path, Path],
+    cluster_release: Path, request: pytest.FixtureRequest
 ) -> None:
-    local, cluster = releases
-    local_files, cluster_files = _table_files(local), _table_files(cluster)
+    # Asked for only now: while the cluster ran, the other worker may still be building it.
+    local = request.getfixturevalue("sample_runs").first.release
+    local_files, cluster_files = _table_files(local), _table_files(cluster_release)
     assert any(name.startswith("person/") for name in local_files)
     assert sorted(cluster_files) == sorted(local_files)
     for name, path in local_files.items():

@@ -191,6 +191,13 @@ def test_a_shifted_run_moves_birth_visits_and_periods_by_the_persons_shift(spark
     assert births == {date(1960 + i, 3, i) for i in range(1, 6)}
 
 
+def test_a_small_run_gives_its_session_back_compiling_queries(spark, shifted_run):
+    # The run mapped and checked interpreted (omopflow.spark.SMALL_BUILD_BYTES); a session
+    # kept for the next, larger run must not stay so.
+    assert spark.conf.get("spark.sql.codegen.factoryMode") == "FALLBACK"
+    assert spark.conf.get("spark.sql.codegen.wholeStage") == "true"
+
+
 def test_the_shifts_stay_out_of_the_release(shifted_run):
     config, result = shifted_run
     assert result.ledger["date_shift_days"] == MAX_DAYS
