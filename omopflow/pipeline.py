@@ -150,7 +150,7 @@ def _run_locked(
     timings["vocabulary"] = round(time.monotonic() - started, 2)
 
     site_dirs = _site_staging_dirs(config, run_id)
-    small = interpret_small_build(spark, site_dirs)
+    small = interpret_small_build(spark, [*site_dirs, vocab.release.path])
     progress("mapping (a small build: queries interpreted)" if small else "mapping")
     started = time.monotonic()
     crosswalk_root = config.restricted / "crosswalk"
@@ -443,11 +443,12 @@ def _site_staging_dirs(config: RunConfig, run_id: str) -> list[Path]:
     return dirs
 
 
-def interpret_small_build(spark: SparkSession, staging_dirs: list[Path]) -> bool:
-    """Run the session's next queries interpreted if the staged Parquet the map reads is
-    under `omopflow.spark.SMALL_BUILD_BYTES`; `run` restores the settings at its end."""
-    staged = sum(p.stat().st_size for d in staging_dirs for p in d.rglob("*") if p.is_file())
-    if staged >= SMALL_BUILD_BYTES:
+def interpret_small_build(spark: SparkSession, inputs: list[Path]) -> bool:
+    """Run the session's next queries interpreted if the folders the rest of the run reads
+    (the staged Parquet and the vocabulary release) hold under
+    `omopflow.spark.SMALL_BUILD_BYTES`; `run` restores the settings at its end."""
+    size = sum(p.stat().st_size for d in inputs for p in d.rglob("*") if p.is_file())
+    if size >= SMALL_BUILD_BYTES:
         return False
     interpret(spark)
     return True

@@ -108,11 +108,12 @@ INTERPRETED = {
     "spark.sql.codegen.wholeStage": "false",
     "spark.sql.codegen.factoryMode": "NO_CODEGEN",
 }
-# Below this much staged Parquet, a run maps, checks and reports interpreted too: it is
-# hundreds of small queries, and compiling each one's Java costs more than it saves. One
-# `omopflow run` each, interpreted against compiled (docs/performance.md): 5 patients (2 MB
-# staged) 135 against 157 s, 100 patients (5 MB) 190 against 234 s, 1,000 patients (36 MB)
-# 290 against 276 s.
+# Below this much Parquet to read (staged data plus the vocabulary release), a run maps,
+# checks and reports interpreted too: it is hundreds of small queries, and compiling each
+# one's Java costs more than it saves. A full Athena vocabulary alone is above the line. One
+# `omopflow run` each with a 2.4 MB vocabulary, interpreted against compiled
+# (docs/performance.md): 5 patients (2 MB staged) 135 against 157 s, 100 patients (5 MB)
+# 190 against 234 s, 1,000 patients (36 MB) 290 against 276 s.
 SMALL_BUILD_BYTES = 16 * 1024 * 1024
 
 
