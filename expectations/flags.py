@@ -16,6 +16,7 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 from expectations.checks import Check
+from omopflow.frames import union_all
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -289,12 +290,11 @@ def _count_concept_rules(joined: DataFrame, rules: list[Check]) -> dict[str, Cou
         for index, rule in enumerate(rules)
     ]
     table_rules = joined.sparkSession.createDataFrame(values, schema)
-    matched = None
+    parts = []
     for concept_field in sorted({r.params["concept_field"] for r in rules}):
         these = F.broadcast(table_rules.filter(F.col("__rule_field") == concept_field))
-        part = joined.join(these, joined[concept_field] == these["__rule_concept"])
-        matched = part if matched is None else matched.unionByName(part)
-    assert matched is not None
+        parts.append(joined.join(these, joined[concept_field] == these["__rule_concept"]))
+    matched = union_all(parts)
     fails, applies = _rule_flags(set(joined.columns))
     per_rule = matched.groupBy("__rule").agg(
         F.sum(F.when(fails & applies, 1).otherwise(0)).alias("failed"),

@@ -34,14 +34,14 @@ def mapping_section(
     outputs = list(outputs)
     read = set(read_types)
     key = ["_site", "_resource_type", "_fhir_id"]
-    resources = None
-    for resource_type, frame in staged.items():
-        part = frame.select(
-            "_site", F.lit(resource_type).alias("_resource_type"), F.col("id").alias("_fhir_id")
-        )
-        resources = part if resources is None else resources.unionByName(part)
-    if resources is None:
+    if not staged:
         return {"resources_in": 0, "resources_mapped": 0, "resources_excluded": 0, "by_type": {}}
+    resources = union_all(
+        [
+            frame.select("_site", F.lit(t).alias("_resource_type"), F.col("id").alias("_fhir_id"))
+            for t, frame in staged.items()
+        ]
+    )
     mapped = union_all([o.rows.select(*key) for o in outputs]).distinct()
     mapped = mapped.withColumn("_mapped", F.lit(True))
     reasons = union_all([o.excluded for o in outputs if o.excluded is not None])

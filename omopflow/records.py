@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from omopflow.frames import union_all
 from omopflow.landing import InputFile
 
 if TYPE_CHECKING:
@@ -97,7 +98,4 @@ def read_records(spark: SparkSession, files: Sequence[InputFile]) -> DataFrame:
     if not parts:
         schema = "_file string, _export string, _declared_type string, _line long, value string"
         return spark.createDataFrame([], schema)
-    result = parts[0]
-    for part in parts[1:]:
-        result = result.unionByName(part)
-    return result
+    return union_all(parts)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from omopflow import cdm
 from omopflow.errors import UsageError
+from omopflow.frames import union_all
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -163,9 +164,7 @@ def merge_folders(spark: SparkSession, folders: Sequence[Path], table: str) -> D
     ]
     if not parts:  # no folder has this optional table
         return spark.createDataFrame([], cdm.schema(table))
-    merged = parts[0]
-    for part in parts[1:]:
-        merged = merged.unionByName(part)
+    merged = union_all(parts)
     keys = TABLE_KEYS[table]
     others = [c for c in merged.columns if c not in keys and c != "_rank"]
     # Ties inside one folder are broken on the other columns so reruns pick the same row.
