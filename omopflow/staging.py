@@ -37,7 +37,7 @@ QUARANTINE_BUCKET = "_quarantine"
 BUNDLE_BUCKET = "Bundle"  # valid Bundles, until their entries replace them
 SCHEMA_FAILURE = "does not match the FHIR R4 schema"
 EXTENSION = "extension"  # a resource's own extensions: staged as JSON text, one per extension
-REPLACEMENT_CHAR = "\ufffd"  # what the UTF-8 decoder leaves where bytes were invalid
+INVALID_BYTES = "invalid UTF-8 bytes"
 BYTE_ORDER_MARK = "\ufeff"
 
 HEADER_SCHEMA = "resourceType string, id string, meta struct<lastUpdated:string>, _corrupt string"
@@ -69,17 +69,25 @@ def _header(json_col: Column) -> Column:
     return F.from_json(json_col, HEADER_SCHEMA, CORRUPT)
 
 
-def _item_reason(json_col: Column, header: Column, declared: Column) -> Column:
-    """Why an item cannot be staged, or null when it can. The first failing rule wins."""
+def _item_reason(
+    json_col: Column, header: Column, declared: Column, invalid_bytes: Column
+) -> Column:
+    """Why an item cannot be staged, or null when it can. The first failing rule wins.
+
+    Each rule reads the text as little as it can: a full pass over every line costs about
+    as much as the header parse (the byte length is known without one, and counting
+    characters is only needed past it).
+    """
     from pyspark.sql import functions as F
 
     trimmed = F.ltrim(json_col)
     known = F.array(*[F.lit(t) for t in sorted(RESOURCE_TYPES)])
     is_bundle = F.coalesce(header["resourceType"] == "Bundle", F.lit(False))
+    too_long = (F.octet_length(json_col) > MAX_ITEM_CHARS) & (F.length(json_col) > MAX_ITEM_CHARS)
     return (
-        F.when((F.length(json_col) > MAX_ITEM_CHARS) & ~is_bundle, F.lit(TOO_LONG))
-        .when(F.length(F.trim(json_col)) == 0, F.lit("blank line"))
-        .when(F.instr(json_col, REPLACEMENT_CHAR) > 0, F.lit("invalid UTF-8 bytes"))
+        F.when(too_long & ~is_bundle, F.lit(TOO_LONG))
+        .when(trimmed == "", F.lit("blank line"))  # Spark trims spaces only, as before
+        .when(invalid_bytes, F.lit(INVALID_BYTES))
         .when(trimmed.startswith("["), F.lit("not a JSON object: array"))
         .when(~trimmed.startswith("{"), F.lit("not a JSON object: scalar or text"))
         .when(header["_corrupt"].isNotNull(), F.lit("malformed JSON"))
@@ -101,16 +109,20 @@ def validate(records: DataFrame, site: str) -> DataFrame:
     """Header-parse raw records; add `_reason` (null when fine) and the header fields."""
     from pyspark.sql import functions as F
 
-    # Spark reads text as raw bytes: invalid UTF-8 is replaced here (and so found by the
-    # reason rules), only on the lines that have it. A byte-order mark is legal at the start
-    # of a UTF-8 file and not part of the JSON. (Byte tests, not a regular expression: that
-    # would decode every line.)
-    text = F.col("value")
-    text = F.when(F.is_valid_utf8(text), text).otherwise(F.make_valid_utf8(text))
+    # Spark reads text as raw bytes: a line with invalid UTF-8 is quarantined with its bytes
+    # replaced (the raw text must be storable), found with one byte test per line. A
+    # byte-order mark is legal at the start of a UTF-8 file and not part of the JSON.
+    valid = F.col("_valid_utf8")
+    text = F.when(valid, F.col("value")).otherwise(F.make_valid_utf8("value"))
     value = F.when(text.startswith(BYTE_ORDER_MARK), F.substring(text, 2, 2**31 - 1)).otherwise(
         text
     )
-    items = records.withColumn("value", value).withColumn("_h", _header(F.col("value")))
+    items = (
+        records.withColumn("_valid_utf8", F.is_valid_utf8("value"))
+        .withColumn("value", value)
+        .withColumn("_h", _header(F.col("value")))
+    )
+    reason = _item_reason(F.col("value"), F.col("_h"), F.col("_declared_type"), ~valid)
     return items.select(
         F.lit(site).alias("_site"),
         "_export",
@@ -122,7 +134,7 @@ def validate(records: DataFrame, site: str) -> DataFrame:
         F.col("_h.id").alias("id"),
         F.col("_h.meta.lastUpdated").alias("_last_updated_text"),
         F.lit(False).alias("_deleted"),
-        _item_reason(F.col("value"), F.col("_h"), F.col("_declared_type")).alias("_reason"),
+        reason.alias("_reason"),
     )
 
 
@@ -181,7 +193,8 @@ def _entry_items(entries: DataFrame) -> DataFrame:
         .when(is_delete, F.lit(None))
         .when(F.col("_json").isNull(), F.lit("Bundle entry without resource"))
         .when(h["resourceType"] == "Bundle", F.lit("Bundle inside a Bundle"))
-        .otherwise(_item_reason(F.col("_json"), h, F.lit(None).cast("string")))
+        # The entries' text comes from a Bundle line that passed the UTF-8 test.
+        .otherwise(_item_reason(F.col("_json"), h, F.lit(None).cast("string"), F.lit(False)))
     )
     return entries.select(
         "_site",

@@ -632,7 +632,6 @@ def _operator(comparator: Column) -> Column:
 
 
 def _build(ctx: MappingContext) -> tuple[DataFrame, DataFrame]:
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     from vocabularies.mapping import map_code, map_codings
@@ -657,16 +656,13 @@ def _build(ctx: MappingContext) -> tuple[DataFrame, DataFrame]:
     events = resources.where(F.col("_reason").isNull()).select("*", F.explode("_parts").alias("_p"))
     events = events.select("*", "_p.*").drop("_parts", "_p").localCheckpoint()
     vocab = ctx.vocab
-    # Value and route first: a code of theirs mapping to several concepts keeps the lowest,
-    # so neither multiplies rows; only the event's own code may (one row per target).
-    events = map_codings(events, "value_codings", vocab, "value")
-    events = map_codings(events, "_route_codings", vocab, "route")
-    part_key = ["_site", "_resource_type", "_fhir_id", "part"]
-    lowest = Window.partitionBy(*part_key).orderBy("value_concept_id", "route_concept_id")
-    events = events.withColumn("_n", F.row_number().over(lowest)).where("_n = 1").drop("_n")
+    # A value, route or unit code mapping to several concepts keeps the lowest, so none of
+    # them multiplies rows (picked in the lookup, not with a window: no shuffle of the wide
+    # event rows); only the event's own code may (one row per target).
+    events = map_codings(events, "value_codings", vocab, "value", lowest_target=True)
+    events = map_codings(events, "_route_codings", vocab, "route", lowest_target=True)
     events = map_codings(events, "codings", vocab, "code")
-    events = events.withColumn("_targets", F.count("*").over(Window.partitionBy(*part_key)))
-    events = map_code(events, "unit_system", "unit_code", vocab, "unit")
+    events = map_code(events, "unit_system", "unit_code", vocab, "unit", lowest_target=True)
     return _project(events), excluded.unionByName(medications)
 
 
@@ -699,7 +695,8 @@ def _project(events: DataFrame) -> DataFrame:
     suffix = F.concat(
         F.when(F.col("part") != "", F.concat(F.lit("/"), F.col("part"))).otherwise(F.lit("")),
         F.when(
-            F.col("_targets") > 1, F.concat(F.lit("/"), F.col("code_concept_id").cast("string"))
+            F.col("code_targets") > 1,
+            F.concat(F.lit("/"), F.col("code_concept_id").cast("string")),
         ).otherwise(F.lit("")),
     )
     return events.select(

@@ -343,11 +343,20 @@ def coding_fields(df: DataFrame, codings_col: str) -> set[str]:
     return set(data_type.elementType.fieldNames())
 
 
-def map_codings(df: DataFrame, codings_col: str, vocab: VocabularyMaps, prefix: str) -> DataFrame:
+def map_codings(
+    df: DataFrame,
+    codings_col: str,
+    vocab: VocabularyMaps,
+    prefix: str,
+    lowest_target: bool = False,
+) -> DataFrame:
     """Add `{prefix}_*` columns from the codings list, one row per standard target.
 
     Added: source_value, source_concept_id, concept_id, domain_id, vocabulary_id,
-    value_concept_id, system, display. Rows without a usable coding stay, with ids 0.
+    value_concept_id, system, display, and `targets` (how many standard concepts the chosen
+    coding maps to). Rows without a usable coding stay, with ids 0. `lowest_target`: one row
+    per input row, with the target of the lowest concept id (for a value, a route or a
+    unit, which must not multiply the rows of the record they describe).
     """
     from pyspark.sql import functions as F
 
@@ -384,12 +393,15 @@ def map_codings(df: DataFrame, codings_col: str, vocab: VocabularyMaps, prefix: 
     )
     targets = F.col(chosen_col)["hit"]["targets"]
     usable = F.when(F.size(targets) > 0, targets).otherwise(no_target)
+    # The targets are sorted by concept id (`resolve_pairs`): the first is the lowest.
+    pick = usable[0] if lowest_target else F.explode(usable)
     hit = F.col(chosen_col)["hit"]
     target = F.col(target_col)
     return (
         df.crossJoin(F.broadcast(lookup_row(df, codings_col, vocab)))
         .withColumn(chosen_col, chosen)
-        .withColumn(target_col, F.explode(usable))
+        .withColumn(target_col, pick)
+        .withColumn(f"{prefix}_targets", F.size(usable))
         .withColumn(f"{prefix}_source_value", F.col(chosen_col)["code"])
         .withColumn(
             f"{prefix}_source_concept_id",
@@ -415,6 +427,7 @@ def map_code(
     vocab: VocabularyMaps,
     prefix: str,
     display_col: str | None = None,
+    lowest_target: bool = False,
 ) -> DataFrame:
     """`map_codings` for one coding held in two (or three) plain columns, e.g. units."""
     from pyspark.sql import functions as F
@@ -426,5 +439,7 @@ def map_code(
         F.col(code_col).cast("string").alias("code"),
         display.cast("string").alias("display"),
     )
-    mapped = map_codings(df.withColumn(holder, F.array(coding)), holder, vocab, prefix)
+    mapped = map_codings(
+        df.withColumn(holder, F.array(coding)), holder, vocab, prefix, lowest_target
+    )
     return mapped.drop(holder)

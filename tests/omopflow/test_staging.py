@@ -99,6 +99,19 @@ def test_byte_order_mark_is_not_part_of_the_json(spark, staged_run):
     assert "bom" in ids
 
 
+def test_a_replacement_character_sent_as_valid_utf8_is_staged(spark):
+    """U+FFFD is a legal character: only bytes that are not UTF-8 quarantine a line."""
+    from omopflow.staging import stage_in_memory
+
+    text = json.dumps(
+        patient("fffd", gender="unknown", name=[{"text": "\ufffd"}]), ensure_ascii=False
+    )
+    staged, quarantined = stage_in_memory(spark, [text])
+    assert quarantined.count() == 0
+    [row] = staged["Patient"].select("id", "name").collect()
+    assert (row["id"], row["name"][0]["text"]) == ("fffd", "\ufffd")
+
+
 def test_latest_version_by_last_updated_wins(spark, staged_run):
     _, _, paths = staged_run
     twice = read_staged(spark, [paths.target], "Patient").where("id = 'twice'").collect()

@@ -91,6 +91,25 @@ def test_one_source_with_two_targets_gives_two_rows(spark, vocab):
     assert {r.c_source_concept_id for r in rows} == {1003}
 
 
+def test_each_row_says_how_many_targets_its_code_has(spark, vocab):
+    rows = mapped(spark, vocab, (ICD10CM, "E11.9", None))
+    assert [r.c_targets for r in rows] == [2, 2]
+    [unknown] = mapped(spark, vocab, (SNOMED, "999999", None))
+    assert unknown.c_targets == 1  # the one "no matching concept" row
+
+
+def test_lowest_target_keeps_one_row_per_input_row(spark, vocab):
+    """For a value, route or unit: the lowest concept id, the row not multiplied."""
+    df = spark.createDataFrame([("r1", [(ICD10CM, "E11.9", None)])], CODINGS)
+    [row] = map_codings(df, "codings", vocab, "c", lowest_target=True).collect()
+    assert (row.id, row.c_concept_id, row.c_source_concept_id, row.c_targets) == (
+        "r1",
+        1001,
+        1003,
+        2,
+    )
+
+
 def test_maps_to_value_is_kept_for_observations(spark, vocab):
     [row] = mapped(spark, vocab, (ICD10CM, "Z82.4", None))
     assert (row.c_concept_id, row.c_domain_id, row.c_value_concept_id) == (
