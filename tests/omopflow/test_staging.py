@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from omopflow.landing import discover
-from omopflow.staging import STAGED_META, StagingPaths, read_staged, stage
+from omopflow.staging import SCHEMA_FAILURE, STAGED_META, StagingPaths, read_staged, stage
 from tests.fhir_fixtures import bundle, encounter, patient, write_ndjson
 
 BROKEN_PATIENT_LINES: list[object] = [
@@ -151,6 +151,21 @@ def test_line_numbers_hold_when_a_file_is_split(spark, tmp_path):
         spark.conf.unset("spark.sql.files.maxPartitionBytes")
     staged = read_staged(spark, [paths.target], "Patient").select("id", "_line").collect()
     assert {(r["id"], r["_line"]) for r in staged} == {(f"p{i:04d}", i + 1) for i in range(400)}
+
+
+def test_a_misfit_is_found_where_no_id_repeats_and_a_fitting_type_is_parsed_once(spark, tmp_path):
+    """Misfits are looked for (a second parse) only when fewer rows were staged than came."""
+    misfit = encounter("bad", "p", subject="Patient/p")  # a Reference is an object
+    write_ndjson(tmp_path / "in" / "Encounter.ndjson", [encounter("ok", "p"), misfit])
+    write_ndjson(tmp_path / "in" / "Patient.ndjson", [patient("p")])
+    paths = StagingPaths(tmp_path / "w", None, tmp_path / "s", tmp_path / "q")
+    section = stage(spark, discover(tmp_path / "in"), "s", paths)
+    assert section["quarantined_by_reason"] == {SCHEMA_FAILURE: 1}
+    found = spark.read.parquet(str(paths.quarantine / "schema-Encounter")).collect()
+    assert [(r["_line"], r["reason"]) for r in found] == [(2, SCHEMA_FAILURE)]
+    assert not (paths.quarantine / "schema-Patient").exists()
+    staged = read_staged(spark, [paths.target], "Encounter").select("id").collect()
+    assert [r["id"] for r in staged] == ["ok"]
 
 
 def test_manifest_problems_are_quarantined_as_files(spark, tmp_path):
