@@ -323,7 +323,10 @@ def typed(items: DataFrame, resource_type: str) -> DataFrame:
         ~F.col("_deleted") & F.col("_p._corrupt").isNotNull(),
         F.lit(SCHEMA_FAILURE),
     )
-    return items.withColumn("_p", parsed).withColumn("_reason", reason)
+    # One parse per row. Spark pushes a filter on the parse (staged or misfit) below a plain
+    # projection, which parsed every row twice (once to filter, once to stage it); it
+    # keeps such a filter above a generator, hence the explode of a one-element array.
+    return items.withColumn("_p", F.explode(F.array(parsed))).withColumn("_reason", reason)
 
 
 def latest_versions(items: DataFrame) -> DataFrame:

@@ -168,6 +168,17 @@ def test_a_misfit_is_found_where_no_id_repeats_and_a_fitting_type_is_parsed_once
     assert [r["id"] for r in staged] == ["ok"]
 
 
+def test_staged_rows_are_parsed_once_when_split_from_the_misfits(spark):
+    """The plan of a type's staged rows holds one typed parse, not one for the filter and
+    one for the columns (Spark pushes a filter below a plain projection)."""
+    from omopflow.staging import staged_columns, typed
+
+    items = spark.createDataFrame([("{}", False)], "_json string, _deleted boolean")
+    good = typed(items, "Encounter").where("_reason is null")
+    plan = good.select(*staged_columns(good, "Encounter")[-3:])._jdf.queryExecution()
+    assert plan.executedPlan().toString().count("from_json(") == 1
+
+
 def test_manifest_problems_are_quarantined_as_files(spark, tmp_path):
     data = tmp_path / "in"
     write_ndjson(data / "Patient.ndjson", [patient("m1")])
