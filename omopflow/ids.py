@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from omopflow.frames import union_all
+
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
@@ -121,14 +123,10 @@ class IdAllocator:
     def _assigned(self, table: str) -> DataFrame:
         from pyspark.sql import functions as F
 
-        current = self._table(table)
-        for fresh in self.added:
-            current = current.unionByName(fresh.where(F.col("omop_table") == table))
-        return current
+        fresh = [added.where(F.col("omop_table") == table) for added in self.added]
+        return union_all([self._table(table), *fresh])
 
     def write(self, path: Path) -> None:
         """The whole crosswalk after this run (old entries plus new), sorted for stable files."""
-        result = self.crosswalk
-        for fresh in self.added:
-            result = result.unionByName(fresh)
+        result = union_all([self.crosswalk, *self.added])
         result.orderBy("omop_table", *KEY).coalesce(1).write.mode("overwrite").parquet(str(path))

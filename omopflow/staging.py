@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from omopflow.fhir_schema import RESOURCE_TYPES, resource_schema
+from omopflow.frames import union_all
 from omopflow.landing import Discovery
 from omopflow.records import read_records
 from omopflow.spark import interpreted
@@ -455,8 +456,10 @@ def stage(
 
     def stage_type(resource_type: str) -> None:
         parse = parsed_types is None or resource_type in parsed_types
-        versions = _Versions(arrived.get(resource_type, 0), resource_type in repeated)
-        _stage_type(spark, items, resource_type, paths, parse, versions)
+        repeats = resource_type in repeated
+        _stage_type(
+            spark, items, resource_type, paths, parse, repeats, arrived.get(resource_type, 0)
+        )
 
     # Types are independent: submitting their Spark jobs from a few threads keeps the
     # cluster busy while the driver plans the next one (most types are small).
@@ -502,18 +505,9 @@ def _version_keys(
     from pyspark.sql import functions as F
 
     key = ("_site", "_resource_type", "id")
-    keys = items.where(F.col("_bucket").isin(types)).select(*key)
-    for resource_type in types:
-        folder = previous / resource_type if previous else None
-        if folder is not None and folder.is_dir():
-            keys = keys.unionByName(spark.read.parquet(str(folder)).select(*key))
-    return keys
-
-
-@dataclass(frozen=True)
-class _Versions:
-    arrived: int  # this run's items of the type
-    repeats: bool  # some id comes more than once (with the site's previous staging)
+    folders = [previous / t for t in types] if previous else []
+    earlier = [spark.read.parquet(str(f)).select(*key) for f in folders if f.is_dir()]
+    return union_all([items.where(F.col("_bucket").isin(types)).select(*key), *earlier])
 
 
 def _stage_type(
@@ -522,15 +516,16 @@ def _stage_type(
     resource_type: str,
     paths: StagingPaths,
     parse: bool,
-    versions: _Versions,
+    repeats: bool,
+    arrived: int,
 ) -> None:
-    """Merge this run's items of one type into the site's staging; quarantine misfits
-    (when `parse`: a type staged unparsed keeps every version that passed the header)."""
+    """Merge this run's items of one type (`arrived` of them) into the site's staging;
+    quarantine misfits (when `parse`: a type staged unparsed keeps every version that passed
+    the header). `repeats`: some id comes more than once, with the previous staging."""
     from pyspark.sql import functions as F
 
-    repeats = versions.repeats
     target = paths.target / resource_type
-    candidate_count = versions.arrived
+    candidate_count = arrived
     previous_dir = paths.previous / resource_type if paths.previous else None
     meta = [c for c in STAGED_META if c != "_last_updated"]
     candidates = items.where(F.col("_bucket") == resource_type).select(
@@ -587,10 +582,7 @@ def read_staged(
         empty = spark.createDataFrame([], staged_schema(resource_type))
         return empty if parsed else empty.select(*STAGED_META)
     frames = [_site_staging(spark.read.parquet(str(d)), resource_type, schema) for d in dirs]
-    frame = frames[0]
-    for other in frames[1:]:
-        frame = frame.unionByName(other)
-    return frame.where(~F.col("_deleted"))
+    return union_all(frames).where(~F.col("_deleted"))
 
 
 def _site_staging(frame: DataFrame, resource_type: str, schema: StructType | None) -> DataFrame:
