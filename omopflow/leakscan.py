@@ -23,8 +23,9 @@ it may be shown and stored like any run report.
 The input is read by worker processes in work units of about `CHUNK_BYTES` (small files
 together, a large NDJSON file in byte ranges cut at line ends); each writes its unit's needles
 to a Parquet file, and DuckDB keeps the first kind and path seen for each text, in unit and
-sequence order, as one reader going through the files in order would. The calling process (a
-PySpark driver, in a run) never holds the needles, so its memory does not grow with the input.
+sequence order, as one reader going through the files in order would. The search, DuckDB's
+part, runs in one more worker. The calling process (a PySpark driver, in a run) never holds
+the needles nor DuckDB's memory, so its memory does not grow with the input.
 """
 
 from __future__ import annotations
@@ -510,11 +511,11 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     """Workers come from a fork server, never from a fork of this process: the caller is a
     PySpark driver, whose JVM child and py4j threads a fork would copy mid-flight. The server
     is a clean interpreter, started at the first scan and idle until this process ends; it
-    has loaded pyarrow, and pandas (which pyarrow loads on its first array), so that a scan
-    does not pay for them in every worker."""
+    has loaded pyarrow, pandas (which pyarrow loads on its first array) and DuckDB (for the
+    search's worker), so that a scan does not pay for them in every worker."""
     context = multiprocessing.get_context("forkserver")
     # "__main__" is the fork server's own default: a caller's main module is loaded once.
-    context.set_forkserver_preload(["__main__", "pyarrow.parquet", "pandas"])
+    context.set_forkserver_preload(["__main__", "pyarrow.parquet", "pandas", "duckdb"])
     return context
 
 
@@ -711,90 +712,142 @@ def _match(con: duckdb.DuckDBPyConnection) -> list[Finding]:
     return [Finding(kind, path, loc, int(n)) for kind, path, loc, n in rows]
 
 
+def _connect(scratch: Path) -> duckdb.DuckDBPyConnection:
+    """The scan's database in its scratch folder, within its memory budget.
+
+    A database file, not an in-memory one: its tables (millions of needles, tokens and values
+    at scale) can then leave memory, and the scan stays within DUCKDB_MEMORY, spilling to the
+    scratch folder (which goes away with the scan) rather than growing."""
+    import duckdb
+
+    con = duckdb.connect(str(scratch / "scan.duckdb"))
+    con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
+    con.execute(f"SET temp_directory = {_sql_text(str(scratch / 'spill'))}")
+    con.execute("SET preserve_insertion_order = false")
+    return con
+
+
+def _load_needles_once(
+    con: duckdb.DuckDBPyConnection, files: Sequence[Path], secrets: Sequence[bytes]
+) -> None:
+    """The needles in `needle_source`, loaded by the first call on this database."""
+    tables = "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'needle_source'"
+    if not con.execute(tables).fetchall()[0][0]:
+        _load_input_needles(con, files)
+        _add_secret_needles(con, secrets)
+
+
+def _needle_rows(
+    scratch: Path, files: Sequence[Path], secrets: Sequence[bytes]
+) -> list[tuple[str, str, str, str]]:
+    """In a worker: the needles as (text, kind, fhir_path, token)."""
+    with contextlib.closing(_connect(scratch)) as con:
+        _load_needles_once(con, files, secrets)
+        query = "SELECT text, kind, fhir_path, token FROM needle_source"
+        return [tuple(row) for row in con.execute(query).fetchall()]
+
+
+@dataclass(frozen=True)
+class _Search:
+    """What the search of one release found, as a worker returns it."""
+
+    by_kind: dict[str, int]
+    tables: int
+    files: int
+    findings: list[Finding]
+    problems: list[str]
+
+
+def _search(
+    scratch: Path,
+    files: Sequence[Path],
+    secrets: Sequence[bytes],
+    release_dir: Path,
+    catalog: Path | None,
+) -> _Search:
+    """In a worker: every needle found in the release (and the catalog's views)."""
+    with contextlib.closing(_connect(scratch)) as con:
+        _load_needles_once(con, files, secrets)
+        by_kind = _needles_by_kind(con)
+        tables = _load_string_values(con, release_dir)
+        texts = _load_file_texts(con, release_dir)
+        problems = _restricted_folders(release_dir)
+        if catalog is not None and catalog.is_file():
+            problems += _load_catalog(con, catalog)
+            texts += 1
+        findings = _match(con) if by_kind else []
+    return _Search(by_kind, tables, texts, findings, problems)
+
+
+def _in_worker(function: Callable[..., Any], *args: object) -> Any:
+    """`function(*args)` in a process of the readers' fork server, its result brought back."""
+    with ProcessPoolExecutor(1, mp_context=_worker_context()) as pool:
+        return pool.submit(function, *args).result()
+
+
 class InputNeedles:
     """The needles of an input folder (and of `secrets`) in a DuckDB database of a scratch
     folder: `read` reads them, `search` looks for them in a release. Reading the input is
     most of a scan's work and needs no release, so a run reads while the release is still
     being validated and reported on (`omopflow.pipeline`). Close it, or use it in a `with`,
     to delete the scratch folder.
+
+    DuckDB works in a worker process, never in this one: the caller is a pipeline's driver,
+    whose memory then stays what the driver itself needs (with DuckDB in it, the driver's
+    peak grew by DuckDB's budget at scale: docs/performance.md).
     """
 
     def __init__(
         self, input_dir: Path, secrets: Sequence[bytes] = (), *, chunk_bytes: int = CHUNK_BYTES
     ) -> None:
-        import duckdb
-
         if not input_dir.is_dir():
             raise UsageError(f"leakscan: input folder not found: {input_dir}")
         self.input_dir = input_dir
-        self.secrets = secrets
+        self.secrets = list(secrets)
         self.chunk_bytes = chunk_bytes
         self.unreadable = 0
         self._files: list[Path] | None = None  # the workers' needle files, set by `read`
-        self.by_kind: dict[str, int] | None = None  # set once the database has the needles
         self._scratch = tempfile.TemporaryDirectory(prefix="omopflow-leakscan-")
-        scratch = Path(self._scratch.name)
-        # A database file, not an in-memory one: its tables (millions of needles, tokens and
-        # values at scale) can then leave memory, and the scan stays within DUCKDB_MEMORY.
-        self._con = duckdb.connect(str(scratch / "scan.duckdb"))
-        # A good neighbour on a shared machine: spill to disk rather than grow (into the
-        # scratch folder, which goes away with the scan).
-        self._con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
-        self._con.execute(f"SET temp_directory = {_sql_text(str(scratch / 'spill'))}")
-        self._con.execute("SET preserve_insertion_order = false")
 
     def read(self) -> None:
         """Read the input's needles, by worker processes, into Parquet files of the scratch
-        folder. The database loads them at the first search: in a run, that is once the
-        gate and the report are done, so DuckDB's memory and Great Expectations' do not add
-        up in this (the driver's) process (at 10,000 patients they did: docs/performance.md).
-        """
+        folder. The database loads them at the first search or `rows`."""
         scratch = Path(self._scratch.name)
         self._files, self.unreadable = _extract_needles(self.input_dir, scratch, self.chunk_bytes)
 
-    def _load(self) -> dict[str, int]:
-        """The needles into the database (once), and their numbers by kind."""
+    def _read_files(self) -> list[Path]:
         if self._files is None:
             raise ValueError("InputNeedles searched before read")
-        if self.by_kind is None:
-            _load_input_needles(self._con, self._files)
-            _add_secret_needles(self._con, self.secrets)
-            self.by_kind = _needles_by_kind(self._con)
-        return self.by_kind
+        return self._files
 
     def rows(self) -> list[tuple[str, str, str, str]]:
         """The needles read, as (text, kind, fhir_path, token): for tests and small inputs."""
-        self._load()
-        query = "SELECT text, kind, fhir_path, token FROM needle_source"
-        return [tuple(row) for row in self._con.execute(query).fetchall()]
+        scratch = Path(self._scratch.name)
+        rows: list[tuple[str, str, str, str]] = _in_worker(
+            _needle_rows, scratch, self._read_files(), self.secrets
+        )
+        return rows
 
     def search(self, release_dir: Path, catalog: Path | None = None) -> LeakReport:
         """Every needle found in the release (and the catalog's views), by kind and place."""
-        by_kind = self._load()
+        files = self._read_files()
         if not release_dir.is_dir():
             raise UsageError(f"leakscan: release folder not found: {release_dir}")
-        con = self._con
-        tables = _load_string_values(con, release_dir)
-        files = _load_file_texts(con, release_dir)
-        problems = _restricted_folders(release_dir)
-        if catalog is not None and catalog.is_file():
-            problems += _load_catalog(con, catalog)
-            files += 1
-        findings = _match(con) if by_kind else []
+        scratch = Path(self._scratch.name)
+        found: _Search = _in_worker(_search, scratch, files, self.secrets, release_dir, catalog)
         return LeakReport(
             str(self.input_dir),
             str(release_dir),
-            by_kind,
-            tables,
-            files,
+            found.by_kind,
+            found.tables,
+            found.files,
             self.unreadable,
-            findings,
-            problems,
+            found.findings,
+            found.problems,
         )
 
     def close(self) -> None:
-        self._con.close()  # closing twice is harmless
-        self._scratch.cleanup()
+        self._scratch.cleanup()  # cleaning up twice is harmless
 
     def __enter__(self) -> InputNeedles:
         return self
@@ -816,7 +869,7 @@ def scan_release(
 
     `spark` is accepted so the validation gate can pass its session; the scan itself runs in
     DuckDB on the local Parquet files. `secrets` (the pseudonym key) are searched for too.
-    The input's needles are read by worker processes and held by DuckDB, not by this one.
+    The input's needles are read, and searched for, by worker processes, not by this one.
     """
     del spark  # see the docstring
     if not release_dir.is_dir():

@@ -309,6 +309,30 @@ def test_the_run_step_can_be_turned_off(input_dir, tmp_path):
     assert "skipped" in record["leak_scan"]
 
 
+def test_the_search_keeps_duckdb_out_of_the_calling_process(input_dir, tmp_path):
+    """A run's driver calls the scan: DuckDB's memory (up to its budget, at any size of
+    input) must not add to the driver's, so the search runs in a worker process."""
+    import subprocess
+    import sys
+
+    person = clean_person()
+    person["gender_source_value"] = ["Quackenbush"]
+    release = write_release(tmp_path, {"person": person})
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from omopflow.leakscan import scan_release\n"
+        "if __name__ == '__main__':\n"
+        f"    report = scan_release(None, Path({str(input_dir)!r}), Path({str(release)!r}))\n"
+        "    print(len(report.findings), 'duckdb' in sys.modules)\n"
+    )
+    (tmp_path / "scan.py").write_text(script)
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "scan.py")], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["1", "False"], "a finding, made without DuckDB in this process"
+
+
 # --- reading the input in parallel units ----------------------------------------------------
 
 
