@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from expectations.checks import ERROR, LEDGER_TABLE, WARNING, Check
 from expectations.flags import Counts, TablePlan, build_lookups, count_failures, plan_table
+from omopflow import workers
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -162,7 +163,12 @@ def run_gate(
         lookups.person.unpersist()
 
     shares = {name: share(c) for name, c in counts.items()}
-    outcome, index = validate_with_gx(shares, evaluated, Path(report_dir) / "data_docs")
+    # Great Expectations judges in a worker process: its Python (seconds, for about two
+    # thousand expectations) then holds no GIL against the report's thread, and its memory
+    # stays out of the driver's (omopflow.workers).
+    outcome, index = workers.run_resident(
+        validate_with_gx, shares, evaluated, Path(report_dir) / "data_docs"
+    )
     results = [_result(c, counts[c.name], shares[c.name], outcome[c.name]) for c in evaluated]
     return GateResult(
         checks=results,

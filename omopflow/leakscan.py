@@ -37,7 +37,6 @@ import functools
 import gzip
 import itertools
 import json
-import multiprocessing
 import os
 import re
 import sys
@@ -51,6 +50,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 
+from omopflow import workers
 from omopflow.errors import OmopflowError, UsageError
 
 if TYPE_CHECKING:
@@ -507,18 +507,6 @@ def _lower_priority() -> None:
     os.nice(WORKER_NICENESS)
 
 
-def _worker_context() -> multiprocessing.context.BaseContext:
-    """Workers come from a fork server, never from a fork of this process: the caller is a
-    PySpark driver, whose JVM child and py4j threads a fork would copy mid-flight. The server
-    is a clean interpreter, started at the first scan and idle until this process ends; it
-    has loaded pyarrow, pandas (which pyarrow loads on its first array) and DuckDB (for the
-    search's worker), so that a scan does not pay for them in every worker."""
-    context = multiprocessing.get_context("forkserver")
-    # "__main__" is the fork server's own default: a caller's main module is loaded once.
-    context.set_forkserver_preload(["__main__", "pyarrow.parquet", "pandas", "duckdb"])
-    return context
-
-
 def _extract_needles(input_dir: Path, folder: Path, chunk_bytes: int) -> tuple[list[Path], int]:
     """One Parquet file of needles per work unit of the input, by `os.cpu_count()` worker
     processes, and how many items could not be read."""
@@ -528,9 +516,9 @@ def _extract_needles(input_dir: Path, folder: Path, chunk_bytes: int) -> tuple[l
     # Largest first, so no worker is left with a big unit at the end; the order the needles
     # were seen in is kept by each unit's index, not by when it was done.
     units.sort(key=lambda unit: unit.size, reverse=True)
-    workers = min(os.cpu_count() or 1, len(units))
+    processes = min(os.cpu_count() or 1, len(units))
     with ProcessPoolExecutor(
-        workers, mp_context=_worker_context(), initializer=_lower_priority
+        processes, mp_context=workers.context(), initializer=_lower_priority
     ) as pool:
         done = list(pool.map(_unit_needles, units, itertools.repeat(folder)))
     return [path for path, _ in done if path], sum(unreadable for _, unreadable in done)
@@ -779,12 +767,6 @@ def _search(
     return _Search(by_kind, tables, texts, findings, problems)
 
 
-def _in_worker(function: Callable[..., Any], *args: object) -> Any:
-    """`function(*args)` in a process of the readers' fork server, its result brought back."""
-    with ProcessPoolExecutor(1, mp_context=_worker_context()) as pool:
-        return pool.submit(function, *args).result()
-
-
 class InputNeedles:
     """The needles of an input folder (and of `secrets`) in a DuckDB database of a scratch
     folder: `read` reads them, `search` looks for them in a release. Reading the input is
@@ -823,7 +805,7 @@ class InputNeedles:
     def rows(self) -> list[tuple[str, str, str, str]]:
         """The needles read, as (text, kind, fhir_path, token): for tests and small inputs."""
         scratch = Path(self._scratch.name)
-        rows: list[tuple[str, str, str, str]] = _in_worker(
+        rows: list[tuple[str, str, str, str]] = workers.run(
             _needle_rows, scratch, self._read_files(), self.secrets
         )
         return rows
@@ -834,7 +816,7 @@ class InputNeedles:
         if not release_dir.is_dir():
             raise UsageError(f"leakscan: release folder not found: {release_dir}")
         scratch = Path(self._scratch.name)
-        found: _Search = _in_worker(_search, scratch, files, self.secrets, release_dir, catalog)
+        found: _Search = workers.run(_search, scratch, files, self.secrets, release_dir, catalog)
         return LeakReport(
             str(self.input_dir),
             str(release_dir),
