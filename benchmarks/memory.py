@@ -22,7 +22,7 @@ class MemoryPeaks:
 
     driver_mb: float = 0.0  # the Python process that runs the pipeline
     jvm_mb: float = 0.0  # its java child (the Spark driver JVM, executors too in local mode)
-    workers_mb: float = 0.0  # every other descendant together (pyspark's Python workers)
+    workers_mb: float = 0.0  # every Python descendant together (leak scan, GX, pyspark's)
     total_mb: float = 0.0  # the whole tree at one moment
     samples: int = 0
 
@@ -34,8 +34,17 @@ def _is_jvm(process: psutil.Process) -> bool:
     return process.name() in ("java", "java.exe")
 
 
+def _is_python(process: psutil.Process) -> bool:
+    return process.name().lower().startswith("python")
+
+
 def tree_rss(root: psutil.Process) -> tuple[float, float, float]:
-    """(driver, JVM, others) resident MB of a process and its descendants right now."""
+    """(driver, JVM, Python workers) resident MB of a process and its descendants right now.
+
+    Other descendants are left out: they are the JVM's short-lived helpers (Hadoop runs
+    `chmod` and `stat` through a shell where its native library is missing), which, until
+    they exec, share the JVM's pages and would show its whole size a second time (seen: a
+    10,000-patient run's "workers" at 10.6 GB for one sample)."""
     driver = root.memory_info().rss / MB
     jvm = others = 0.0
     for child in root.children(recursive=True):
@@ -43,7 +52,7 @@ def tree_rss(root: psutil.Process) -> tuple[float, float, float]:
             rss = child.memory_info().rss / MB
             if _is_jvm(child):
                 jvm += rss
-            else:
+            elif _is_python(child):
                 others += rss
         except psutil.NoSuchProcess:  # a worker that exited between listing and reading
             continue

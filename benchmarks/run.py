@@ -244,6 +244,7 @@ TABLE_COLUMNS = (
     *(f"check: {part} s" for part in CHECK_PARTS),
     "outside stages s",
     "driver peak MB",
+    "workers peak MB",
     "JVM peak MB",
 )
 
@@ -271,7 +272,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {row['baseline']['seconds']:.2f} | {row['pipeline_s']:.1f} | {row['ratio']:.1f} "
             f"| {row['records_per_s']:,} | {row['mb_per_s']:.2f} | {stages} "
             f"| {row['outside_stages_s']:.1f} | {row['memory']['driver_mb']:,.0f} "
-            f"| {row['memory']['jvm_mb']:,.0f} |"
+            f"| {row['memory'].get('workers_mb', 0):,.0f} | {row['memory']['jvm_mb']:,.0f} |"
         )
     lines += ["", "| target | value | limit | met |", "|---|---:|---:|---|"]
     for target in report["targets"]:

@@ -37,7 +37,7 @@ def _run(
     ledger = {"run_id": "r1", "timings_s": timings or {}, "rows": {"person": 10}}
     if check is not None:
         ledger["check_s"] = check
-    memory = {"driver_mb": driver_mb, "jvm_mb": 2000.0, "workers_mb": 0.0, "total_mb": 2300.0}
+    memory = {"driver_mb": driver_mb, "jvm_mb": 2000.0, "workers_mb": 700.0, "total_mb": 3000.0}
     return PipelineRun(wall_s, ledger, memory)
 
 
@@ -122,6 +122,8 @@ def test_table_has_one_line_per_size_with_as_many_cells_as_columns() -> None:
     assert [line.split(" | ")[0] for line in sizes] == ["| 100", "| 300"]
     assert {line.count("|") for line in sizes} == {header.count("|")}
     assert "| – |" in sizes[0]  # the stages this ledger lacks
+    # The driver's memory, then its worker processes' (leak scan, GX), then the JVM's.
+    assert sizes[0].endswith("| 300 | 700 | 2,000 |")
 
 
 def test_an_unmet_target_stands_out() -> None:
@@ -170,3 +172,28 @@ def test_memory_sampler_sees_the_process_it_watches() -> None:
     result = PeakSampler(os.getpid(), interval_s=0.01).start().stop()
     assert result.samples >= 1
     assert result.driver_mb > 10  # a Python interpreter with pytest loaded
+
+
+def test_python_children_are_workers_and_other_helpers_are_left_out() -> None:
+    """A JVM's helper commands share its pages until they exec: counting them as workers
+    showed the JVM's size twice."""
+    import subprocess
+
+    import psutil
+
+    from benchmarks.memory import tree_rss
+
+    code = "import time; print('up', flush=True); time.sleep(30)"
+    python = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    helper = subprocess.Popen(["sleep", "30"])
+    procs = (python, helper)
+    try:
+        assert python.stdout is not None and python.stdout.readline() == "up\n"
+        python_mb, helper_mb = (psutil.Process(p.pid).memory_info().rss / 10**6 for p in procs)
+        _, jvm, workers = tree_rss(psutil.Process(os.getpid()))
+        assert jvm == 0.0 and helper_mb > 0.5
+        assert workers == pytest.approx(python_mb, abs=0.25)  # the Python child, not `sleep`
+    finally:
+        for process in procs:
+            process.kill()
+            process.wait()
