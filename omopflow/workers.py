@@ -10,7 +10,7 @@ driver, whose JVM child and py4j threads a fork would copy mid-flight. The serve
 interpreter, started at the first use and idle until this process ends; it has loaded
 pyarrow, pandas (which pyarrow loads on its first array) and DuckDB, so that a worker does
 not pay for them. Great Expectations is not preloaded (every leak-scan reader would then
-carry it): `resident()` keeps one worker for it instead, which imports it once.
+carry it): `run_resident` keeps one worker for it instead, which imports it once.
 """
 
 from __future__ import annotations
