@@ -176,24 +176,36 @@ def test_memory_sampler_sees_the_process_it_watches() -> None:
 
 def test_python_children_are_workers_and_other_helpers_are_left_out() -> None:
     """A JVM's helper commands share its pages until they exec: counting them as workers
-    showed the JVM's size twice."""
+    showed the JVM's size twice. Watched here: a process with a Python child and a shell."""
     import subprocess
 
     import psutil
 
     from benchmarks.memory import tree_rss
 
-    code = "import time; print('up', flush=True); time.sleep(30)"
-    python = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    helper = subprocess.Popen(["sleep", "30"])
-    procs = (python, helper)
+    child = "import time; print('up', flush=True); time.sleep(30)"
+    helper = "x=$(printf '%4000000s'); echo up; sleep 30; echo done"  # a shell holding 4 MB
+    parent = (
+        "import subprocess, sys, time\n"
+        f"py = subprocess.Popen([sys.executable, '-c', {child!r}], stdout=subprocess.PIPE)\n"
+        "py.stdout.readline()\n"
+        f"sh = subprocess.Popen(['bash', '-c', {helper!r}], stdout=subprocess.PIPE)\n"
+        "sh.stdout.readline()\n"
+        "print(py.pid, sh.pid, flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    root = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
     try:
-        assert python.stdout is not None and python.stdout.readline() == "up\n"
-        python_mb, helper_mb = (psutil.Process(p.pid).memory_info().rss / 10**6 for p in procs)
-        _, jvm, workers = tree_rss(psutil.Process(os.getpid()))
-        assert jvm == 0.0 and helper_mb > 0.5
-        assert workers == pytest.approx(python_mb, abs=0.25)  # the Python child, not `sleep`
+        assert root.stdout is not None
+        python_pid, helper_pid = map(int, root.stdout.readline().split())
+        python_mb, helper_mb = (
+            psutil.Process(pid).memory_info().rss / 10**6 for pid in (python_pid, helper_pid)
+        )
+        _, jvm, workers = tree_rss(psutil.Process(root.pid))
+        assert jvm == 0.0 and helper_mb > 4
+        assert workers == pytest.approx(python_mb, abs=1)  # the Python child, not the shell
     finally:
-        for process in procs:
+        for process in psutil.Process(root.pid).children(recursive=True):
             process.kill()
-            process.wait()
+        root.kill()
+        root.wait()
